@@ -1,0 +1,148 @@
+"""The environment protocol every env family implements, and the env registry.
+
+An env is text in, text out; it knows nothing of models or torch. The rollout passes the model's raw
+response to `step`; the env parses it (`parse_action`, tagged `<action>` by default) so that envs
+with their own formats (math tool calls) need no special case in the rollout.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from spear_rl.envs.parsing import parse_tagged_action
+from spear_rl.registry import Registry
+
+INVALID_ACTION_FEEDBACK = (
+    "Invalid response: reply with your reasoning in <think>...</think> and exactly one action in "
+    "<action>...</action>."
+)
+
+
+@dataclass
+class StepResult:
+    observation: str
+    reward: float
+    done: bool
+    # Keys every env sets: "valid" (bool: format parsed and action accepted by the env),
+    # "tool_call" (bool: counts toward K_tau), "won" (bool).
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Env(ABC):
+    """One episode at a time. Subclasses implement `_reset` and `_step_action`."""
+
+    #: family name used in configs ("sokoban", "alfworld", ...)
+    name: str = "env"
+    #: role of observations after the first in the `whole` layout ("user" or "tool")
+    observation_role: str = "user"
+    #: system prompt: what the agent is and the response format it must use
+    system_prompt: str = ""
+
+    def __init__(self) -> None:
+        self.task: str = ""  # the instruction for this episode
+        self.observation: str = ""  # the current raw observation (also the GiGPO anchor)
+        self.won: bool = False
+        self.done: bool = False
+        self.turns: int = 0
+
+    # ---- protocol -------------------------------------------------------------------------
+    def reset(self, seed: int) -> str:
+        """Start the episode for task instance `seed`; return the first observation."""
+        self.won, self.done, self.turns = False, False, 0
+        self.observation = self._reset(seed)
+        return self.observation
+
+    def step(self, response: str) -> StepResult:
+        """Apply a raw model response. A response without a parseable action is an invalid turn."""
+        if self.done:
+            raise RuntimeError("step() called on a finished episode; call reset() first")
+        self.turns += 1
+        action = self.parse_action(response)
+        if action is None:
+            result = StepResult(self.observation, 0.0, False, {"valid": False, "tool_call": False})
+        else:
+            result = self._step_action(action)
+            result.info.setdefault("valid", True)
+            result.info.setdefault("tool_call", bool(result.info["valid"]))
+        result.info["won"] = self.won
+        result.info.setdefault("action", action)
+        self.done = result.done
+        if result.info["valid"]:
+            self.observation = result.observation
+        return result
+
+    def parse_action(self, response: str) -> str | None:
+        return parse_tagged_action(response)
+
+    @property
+    def admissible_actions(self) -> list[str] | None:
+        """Actions the env accepts now, when it can list them (None otherwise)."""
+        return None
+
+    @property
+    def anchor(self) -> str:
+        """The raw current observation; identical anchors within a group form a GiGPO step group."""
+        return self.observation
+
+    def expert_action(self) -> str | None:
+        """A next action of an expert plan from the current state, when the env has one."""
+        return None
+
+    def format_action(self, action: str, thought: str = "") -> str:
+        """Render a plain action as a well-formed model response (used for SFT targets)."""
+        return f"<think>{thought}</think><action>{action}</action>"
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release engine resources."""
+
+    # ---- to implement ---------------------------------------------------------------------
+    @abstractmethod
+    def _reset(self, seed: int) -> str: ...
+
+    @abstractmethod
+    def _step_action(self, action: str) -> StepResult:
+        """Apply a parsed action. Set self.won; return info["valid"]=False for inadmissible actions."""
+
+
+ENVS: Registry[type[Env]] = Registry("environment")
+
+
+def register_env(name: str):
+    return ENVS.register(name)
+
+
+def make_env(name: str, **kwargs: Any) -> Env:
+    """Build a registered env by name, importing the built-in families on first use."""
+    _import_builtin_envs()
+    return ENVS.get(name)(**kwargs)
+
+
+def _import_builtin_envs() -> None:
+    import importlib
+
+    for module in ("sokoban", "alfworld", "webshop", "math_tool"):
+        try:
+            importlib.import_module(f"spear_rl.envs.{module}")
+        except ModuleNotFoundError as err:
+            # only our own missing module is tolerated; a missing optional dep raises on use
+            if err.name != f"spear_rl.envs.{module}":
+                raise
+
+
+class EnvTimeoutError(RuntimeError):
+    pass
+
+
+_TIMEOUT_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="env")
+
+
+def call_with_timeout(fn, *args: Any, timeout_s: float, **kwargs: Any) -> Any:
+    """Run fn with a wall-clock limit (for engines that can hang); raises EnvTimeoutError."""
+    future = _TIMEOUT_POOL.submit(fn, *args, **kwargs)
+    try:
+        return future.result(timeout=timeout_s)
+    except concurrent.futures.TimeoutError as err:
+        raise EnvTimeoutError(f"environment call {getattr(fn, '__name__', fn)} exceeded {timeout_s}s") from err
