@@ -15,6 +15,10 @@ from typing import Any
 from spear_rl.envs.parsing import parse_tagged_action
 from spear_rl.registry import Registry
 
+# Task seeds: training draws from [0, EVAL_SEED_OFFSET), held-out evaluation from
+# [EVAL_SEED_OFFSET, 2 * EVAL_SEED_OFFSET). Every env builds its task deterministically from the seed.
+EVAL_SEED_OFFSET = 1_000_000
+
 INVALID_ACTION_FEEDBACK = (
     "Invalid response: reply with your reasoning in <think>...</think> and exactly one action in "
     "<action>...</action>."
@@ -62,7 +66,8 @@ class Env(ABC):
         self.turns += 1
         action = self.parse_action(response)
         if action is None:
-            result = StepResult(self.observation, 0.0, False, {"valid": False, "tool_call": False})
+            info = {"valid": False, "tool_call": False, "feedback": INVALID_ACTION_FEEDBACK}
+            result = StepResult(self.observation, 0.0, False, info)
         else:
             result = self._step_action(action)
             result.info.setdefault("valid", True)
@@ -145,4 +150,6 @@ def call_with_timeout(fn, *args: Any, timeout_s: float, **kwargs: Any) -> Any:
     try:
         return future.result(timeout=timeout_s)
     except concurrent.futures.TimeoutError as err:
-        raise EnvTimeoutError(f"environment call {getattr(fn, '__name__', fn)} exceeded {timeout_s}s") from err
+        raise EnvTimeoutError(
+            f"environment call {getattr(fn, '__name__', fn)} exceeded {timeout_s}s"
+        ) from err
