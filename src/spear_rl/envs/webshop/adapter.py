@@ -1,0 +1,261 @@
+"""An adapter env ("webshop_http") that drives an original WebShop server over HTTP.
+
+The original WebShop (princeton-nlp/WebShop) runs as a Flask app; this env speaks its URL scheme
+(GET requests, standard library only) and renders the pages it returns to the same observation text
+and admissible actions as the generated env, so recipes run on both by changing `env.name` and
+`env.kwargs.url`:
+
+    /<session>                                              search page (goal of the session)
+    /search_results/<session>/<keywords>/<page>             results
+    /item_page/<session>/<asin>/<keywords>/<page>/<options> item (options: a dict literal)
+    /item_sub_page/<session>/<asin>/<keywords>/<page>/<Description|Features>/<options>
+    /done/<session>/<asin>/<options>                        purchase; the page shows the score
+
+Sessions named "fixed_<i>" play goal i. Task seeds map to WebShop's usual split: held-out seeds
+(>= EVAL_SEED_OFFSET) to goals [0, 500) (its test goals), training seeds to goals [1500, 12087).
+Navigation state (query, page, item, chosen options) is kept here, as the server keeps none.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+
+from spear_rl.envs.base import EVAL_SEED_OFFSET, Env, StepResult, register_env
+from spear_rl.envs.webshop.actions import Accepted, Rejection, check_action
+from spear_rl.envs.webshop.env import DEFAULT_MAX_TURNS, SUCCESS_REWARD, SYSTEM_PROMPT
+from spear_rl.envs.webshop.pages import (
+    BACK_TO_SEARCH,
+    BUY_NOW,
+    DESCRIPTION,
+    FEATURES,
+    NEXT_PAGE,
+    PREV_PAGE,
+    PageView,
+    detail_view,
+    done_view,
+    element_key,
+    item_view,
+    results_view,
+    search_view,
+)
+from spear_rl.envs.webshop.server_html import (
+    UnexpectedPageError,
+    parse_html,
+    read_detail,
+    read_instruction,
+    read_item,
+    read_results,
+    read_score,
+)
+
+DEFAULT_TRAIN_GOALS = (1500, 12087)
+DEFAULT_EVAL_GOALS = (0, 500)
+_SUCCESS_TOLERANCE = 1e-9
+_BACK, _NEXT, _PREV, _BUY = (
+    element_key(b) for b in (BACK_TO_SEARCH, NEXT_PAGE, PREV_PAGE, BUY_NOW)
+)
+_SUB_PAGES = {element_key(DESCRIPTION): DESCRIPTION, element_key(FEATURES): FEATURES}
+
+
+class WebShopServerError(RuntimeError):
+    """The WebShop server could not be reached or answered with something unexpected."""
+
+
+@dataclass(frozen=True)
+class _Nav:
+    kind: str = "search"
+    keywords: tuple[str, ...] = ()
+    page_num: int = 1
+    asin: str = ""
+    options: tuple[tuple[str, str], ...] = ()
+    sub_page: str = ""  # "Description" or "Features"
+
+
+@register_env("webshop_http")
+class WebShopHTTPEnv(Env):
+    name = "webshop_http"
+    system_prompt = SYSTEM_PROMPT
+
+    def __init__(
+        self,
+        url: str = "",
+        max_turns: int = DEFAULT_MAX_TURNS,
+        dense_score: bool = False,
+        timeout_s: float = 30.0,
+        train_goal_range: tuple[int, int] | list[int] = DEFAULT_TRAIN_GOALS,
+        eval_goal_range: tuple[int, int] | list[int] = DEFAULT_EVAL_GOALS,
+    ) -> None:
+        super().__init__()
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ValueError(
+                f"webshop_http needs the url of a running WebShop server, e.g. "
+                f"env.kwargs.url=http://127.0.0.1:3000 (got {url!r})"
+            )
+        if not isinstance(max_turns, int) or max_turns < 1:
+            raise ValueError(f"webshop max_turns must be a positive integer, got {max_turns!r}")
+        self.url = url.rstrip("/")
+        self.max_turns = max_turns
+        self.dense_score = bool(dense_score)
+        self.timeout_s = float(timeout_s)
+        self.train_goal_range = _goal_range(train_goal_range, "train_goal_range")
+        self.eval_goal_range = _goal_range(eval_goal_range, "eval_goal_range")
+        self.session = ""
+        self.nav = _Nav()
+        self.view: PageView = search_view("")
+        self.valid_actions = 0
+        self.last_score: float | None = None
+        self._row_ids: list[str] = []  # product ids on the current results page
+        self._option_groups: list[tuple[str, list[str]]] = []  # of the current item page
+
+    def goal_index(self, seed: int) -> int:
+        """The server goal a task seed plays."""
+        start, stop = self.eval_goal_range if seed >= EVAL_SEED_OFFSET else self.train_goal_range
+        offset = seed - EVAL_SEED_OFFSET if seed >= EVAL_SEED_OFFSET else seed
+        return start + offset % (stop - start)
+
+    # ---- protocol ---------------------------------------------------------------------------
+    def _reset(self, seed: int) -> str:
+        self.session = f"fixed_{self.goal_index(seed)}"
+        self.valid_actions, self.last_score = 0, None
+        self.nav = _Nav()
+        page = parse_html(self._get(self._path(self.session)))
+        self.task = self._read(read_instruction, page)
+        self.view = search_view(self.task)
+        return self.view.text
+
+    def _step_action(self, action: str) -> StepResult:
+        if not self.session:
+            raise RuntimeError("step() before reset(): call reset(seed) first")
+        verdict = check_action(action, self.view)
+        if isinstance(verdict, Accepted) and verdict.verb == "search" and not _keywords(verdict):
+            verdict = Rejection(
+                "Invalid action: the query has no words, e.g. search[red rain jacket]."
+            )
+        if isinstance(verdict, Rejection):
+            info = {"valid": False, "tool_call": False, "feedback": verdict.feedback}
+            info["webshop_score"] = 0.0
+            return StepResult(self.observation, 0.0, False, info)
+        self.valid_actions += 1
+        nav = self._transition(self.nav, verdict)
+        self.view = self._fetch_view(nav)  # may raise WebShopServerError: nav stays as it was
+        self.nav = nav
+        reward, score, done = 0.0, 0.0, False
+        if self.nav.kind == "done":
+            score, done = float(self.last_score or 0.0), True
+            self.won = score >= 1.0 - _SUCCESS_TOLERANCE
+            reward = SUCCESS_REWARD * self.won + (score if self.dense_score else 0.0)
+        info = {"webshop_score": score, "page": self.nav.kind}
+        if not done and self.valid_actions >= self.max_turns:
+            done, info["timeout"] = True, True
+        return StepResult(self.view.text, reward, done, info)
+
+    @property
+    def admissible_actions(self) -> list[str]:
+        return [] if self.done else self.view.admissible_actions()
+
+    # ---- navigation -------------------------------------------------------------------------
+    def _transition(self, nav: _Nav, action: Accepted) -> _Nav:
+        if action.verb == "search":
+            return _Nav("results", _keywords(action))
+        element = action.argument
+        if element == _BACK:
+            return _Nav()
+        if nav.kind == "results":
+            if element in (_NEXT, _PREV):
+                step = 1 if element == _NEXT else -1
+                return dataclasses.replace(nav, page_num=nav.page_num + step)
+            asin = next(a for a in self._row_ids if element_key(a) == element)
+            return _Nav("item", nav.keywords, nav.page_num, asin)
+        if nav.kind == "item":
+            if element == _PREV:
+                return _Nav("results", nav.keywords, nav.page_num)
+            if element in _SUB_PAGES:
+                return dataclasses.replace(nav, kind="detail", sub_page=_SUB_PAGES[element])
+            if element == _BUY:
+                return dataclasses.replace(nav, kind="done")
+            options = dict(nav.options)
+            for group, values in self._option_groups:
+                for value in values:
+                    if element_key(value) == element:
+                        options[group] = value
+            return dataclasses.replace(nav, options=tuple(options.items()))
+        return dataclasses.replace(nav, kind="item", sub_page="")  # detail: "< prev"
+
+    def _fetch_view(self, nav: _Nav) -> PageView:
+        keywords = repr(list(nav.keywords))
+        options_text = repr(dict(nav.options))
+        if nav.kind == "search":
+            page = parse_html(self._get(self._path(self.session)))
+            return search_view(self._read(read_instruction, page))
+        if nav.kind == "results":
+            path = self._path("search_results", self.session, keywords, str(nav.page_num))
+            page_num, total, rows = self._read(read_results, parse_html(self._get(path)))
+            self._row_ids = [row.product_id for row in rows]
+            return results_view(page_num, total, rows)
+        if nav.kind == "item":
+            path = self._path(
+                "item_page", self.session, nav.asin, keywords, str(nav.page_num), options_text
+            )
+            title, price, groups = self._read(read_item, parse_html(self._get(path)))
+            self._option_groups = groups
+            return item_view(title, price, groups, dict(nav.options))
+        if nav.kind == "detail":
+            path = self._path(
+                "item_sub_page",
+                self.session,
+                nav.asin,
+                keywords,
+                str(nav.page_num),
+                nav.sub_page,
+                options_text,
+            )
+            lines = read_detail(parse_html(self._get(path)), f"No {nav.sub_page}")
+            return detail_view(lines)
+        page = parse_html(self._get(self._path("done", self.session, nav.asin, options_text)))
+        self.last_score = self._read(read_score, page)
+        return done_view(nav.asin, self.last_score)
+
+    # ---- HTTP -------------------------------------------------------------------------------
+    def _path(self, *parts: str) -> str:
+        return "/" + "/".join(urllib.parse.quote(part, safe="") for part in parts)
+
+    def _get(self, path: str) -> str:
+        url = self.url + path
+        try:
+            with urllib.request.urlopen(url, timeout=self.timeout_s) as response:
+                return response.read().decode("utf-8", errors="replace")
+        except urllib.error.HTTPError as err:
+            raise WebShopServerError(
+                f"WebShop server answered {err.code} for {url}; is it a WebShop server?"
+            ) from err
+        except (urllib.error.URLError, OSError) as err:
+            raise WebShopServerError(
+                f"cannot reach the WebShop server at {self.url} ({err}); start it (see "
+                "docs/webshop.md) or set env.kwargs.url"
+            ) from err
+
+    def _read(self, reader, *args):
+        try:
+            return reader(*args)
+        except UnexpectedPageError as err:
+            raise WebShopServerError(f"unexpected page from {self.url}: {err}") from err
+
+
+def _keywords(search: Accepted) -> tuple[str, ...]:
+    """The query as the server's search form sends it: lower case, split on spaces. A "/" would
+    break the server's routes, so it becomes a space."""
+    return tuple(search.argument.replace("/", " ").lower().split())
+
+
+def _goal_range(value, name: str) -> tuple[int, int]:
+    try:
+        start, stop = (int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"webshop_http {name} must be [start, stop), got {value!r}") from None
+    if not 0 <= start < stop:
+        raise ValueError(f"webshop_http {name} must satisfy 0 <= start < stop, got {value!r}")
+    return start, stop

@@ -1,0 +1,244 @@
+"""The WebShop environment on the generated catalogue ("webshop"): pure Python, runs anywhere.
+
+An episode: the agent reads an instruction, searches, pages through results, opens items, picks
+options and buys. The purchase is scored with WebShop's formula (`reward.py`); the env reward is
+SUCCESS_REWARD for a score of 1.0 (plus the score itself with `dense_score=True`). The episode ends
+at the purchase or after `max_turns` valid actions (invalid actions change nothing and do not count).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from spear_rl.envs.base import Env, StepResult, register_env
+from spear_rl.envs.parsing import MAX_ACTION_CHARS
+from spear_rl.envs.webshop.actions import Accepted, Rejection, check_action
+from spear_rl.envs.webshop.catalogue import DEFAULT_NUM_PRODUCTS, Catalogue, build_catalogue
+from spear_rl.envs.webshop.instructions import Goal, make_goal
+from spear_rl.envs.webshop.pages import (
+    BACK_TO_SEARCH,
+    BUY_NOW,
+    NEXT_PAGE,
+    PREV_PAGE,
+    RESULTS_PER_PAGE,
+    PageView,
+    ResultRow,
+    detail_view,
+    done_view,
+    element_key,
+    item_view,
+    results_view,
+    search_view,
+)
+from spear_rl.envs.webshop.reward import PurchaseScore, score_purchase
+
+# The spec's success reward for agent tasks (ALFWorld/WebShop/Sokoban style).
+SUCCESS_REWARD = 10.0
+DEFAULT_MAX_TURNS = 15
+
+SYSTEM_PROMPT = (
+    "You are a shopping agent in WebShop, an online store. Find and buy the product that the "
+    "instruction asks for. Each turn shows the current page; its parts are separated by [SEP]. "
+    "Act with exactly one action: search[your query] when the page has a search box, or "
+    "click[element] with an element from the admissible actions (a product id, an option value, "
+    "next >, < prev, description, features, back to search, buy now). Click the options the "
+    "instruction asks for before you click buy now. Reply with your reasoning in <think>...</think> "
+    "and then the action in <action>...</action>."
+)
+
+_BACK, _NEXT, _PREV, _BUY = (
+    element_key(b) for b in (BACK_TO_SEARCH, NEXT_PAGE, PREV_PAGE, BUY_NOW)
+)
+_DETAIL_PAGES = ("description", "features")
+# The price clause of an instruction is dropped from the oracle's query when the whole instruction
+# would not fit in one action.
+_QUERY_LIMIT = MAX_ACTION_CHARS - len("search[]")
+
+
+@dataclass(frozen=True)
+class PageState:
+    """Everything the current page shows; the observation is rendered from it alone."""
+
+    kind: str = "search"  # "search" | "results" | "item" | "detail" | "done"
+    query: str = ""
+    page_num: int = 1
+    product: int = -1  # catalogue index on item/detail/done pages
+    selected: tuple[tuple[str, str], ...] = ()  # (group, value) in the item's group order
+    detail: str = ""  # "description" or "features" on a detail page
+    score: float = 0.0  # purchase score on the done page
+
+
+@register_env("webshop")
+class WebShopEnv(Env):
+    name = "webshop"
+    system_prompt = SYSTEM_PROMPT
+
+    def __init__(
+        self,
+        catalogue_seed: int = 0,
+        num_products: int = DEFAULT_NUM_PRODUCTS,
+        max_turns: int = DEFAULT_MAX_TURNS,
+        dense_score: bool = False,
+        catalogue: Catalogue | None = None,
+    ) -> None:
+        """`catalogue` (a prebuilt store, e.g. a hand-made one in tests) overrides the seed/size."""
+        super().__init__()
+        if not isinstance(max_turns, int) or max_turns < 1:
+            raise ValueError(f"webshop max_turns must be a positive integer, got {max_turns!r}")
+        if not isinstance(num_products, int) or num_products < 2:
+            raise ValueError(f"webshop num_products must be an integer >= 2, got {num_products!r}")
+        if catalogue is None:
+            catalogue = build_catalogue(int(catalogue_seed), num_products)
+        self.catalogue: Catalogue = catalogue
+        self.max_turns = max_turns
+        self.dense_score = bool(dense_score)
+        self.goal: Goal | None = None
+        self.state = PageState()
+        self.view: PageView = search_view("")
+        self.valid_actions = 0
+        self.last_score: PurchaseScore | None = None
+        self._oracle_query: str | None = None
+
+    # ---- protocol ---------------------------------------------------------------------------
+    def _reset(self, seed: int) -> str:
+        self.goal = make_goal(self.catalogue, seed)
+        self.task = self.goal.instruction
+        self.valid_actions, self.last_score, self._oracle_query = 0, None, None
+        return self._show(PageState())
+
+    def _step_action(self, action: str) -> StepResult:
+        if self.goal is None:
+            raise RuntimeError("step() before reset(): call reset(seed) first")
+        verdict = check_action(action, self.view)
+        if isinstance(verdict, Rejection):
+            info = {"valid": False, "tool_call": False, "feedback": verdict.feedback}
+            info["webshop_score"] = 0.0
+            return StepResult(self.observation, 0.0, False, info)
+        self.valid_actions += 1
+        next_state = self._transition(self.state, verdict)
+        reward, score, done = 0.0, 0.0, False
+        if next_state.kind == "done":
+            product = self.catalogue.products[next_state.product]
+            self.last_score = score_purchase(product, self.goal, dict(next_state.selected))
+            score, done = self.last_score.score, True
+            next_state = dataclasses.replace(next_state, score=score)
+            self.won = self.last_score.success
+            reward = SUCCESS_REWARD * self.won + (score if self.dense_score else 0.0)
+        info = {"webshop_score": score, "page": next_state.kind}
+        if not done and self.valid_actions >= self.max_turns:
+            done, info["timeout"] = True, True
+        return StepResult(self._show(next_state), reward, done, info)
+
+    @property
+    def admissible_actions(self) -> list[str]:
+        return [] if self.done else self.view.admissible_actions()
+
+    def expert_action(self) -> str | None:
+        """The oracle: search with the instruction, open the target (paging if needed), click its
+        required options, buy. Works from any page (it walks back when off the path)."""
+        if self.done or self.goal is None:
+            return None
+        goal, state = self.goal, self.state
+        target = self.catalogue.products[goal.target_index]
+        if state.kind == "search":
+            return f"search[{self._expert_query()}]"
+        if state.kind == "results":
+            results = self.catalogue.search(state.query)
+            start = (state.page_num - 1) * RESULTS_PER_PAGE
+            if target.index in results[start : start + RESULTS_PER_PAGE]:
+                return f"click[{element_key(target.product_id)}]"
+            if state.query == self._expert_query() and target.index in results:
+                target_page = results.index(target.index) // RESULTS_PER_PAGE + 1
+                return f"click[{_NEXT if target_page > state.page_num else _PREV}]"
+            return f"click[{_BACK}]"
+        if state.kind == "item":
+            if state.product != target.index:
+                return f"click[{_PREV}]"
+            selected = dict(state.selected)
+            for group, value in goal.options:
+                if selected.get(group) != value:
+                    return f"click[{element_key(value)}]"
+            return f"click[{_BUY}]"
+        return f"click[{_PREV}]"  # detail page
+
+    # ---- internals --------------------------------------------------------------------------
+    def _expert_query(self) -> str:
+        """The instruction, unless the target is not among its results (then its title, its id)."""
+        if self._oracle_query is None:
+            assert self.goal is not None
+            target = self.catalogue.products[self.goal.target_index]
+            instruction = self.goal.instruction
+            if len(instruction) > _QUERY_LIMIT:
+                instruction = instruction.rsplit(", and price lower than", 1)[0][:_QUERY_LIMIT]
+            for query in (instruction, target.title[:_QUERY_LIMIT], target.product_id):
+                query = " ".join(query.split())
+                if target.index in self.catalogue.search(query):
+                    break
+            self._oracle_query = query
+        return self._oracle_query
+
+    def _transition(self, state: PageState, action: Accepted) -> PageState:
+        if action.verb == "search":
+            return PageState("results", query=action.argument)
+        element = action.argument
+        if element == _BACK:
+            return PageState()
+        if state.kind == "results":
+            if element in (_NEXT, _PREV):
+                step = 1 if element == _NEXT else -1
+                return dataclasses.replace(state, page_num=state.page_num + step)
+            product = self.catalogue.find(element)
+            assert product is not None  # check_action accepted it from this page's ids
+            return PageState("item", state.query, state.page_num, product.index)
+        if state.kind == "item":
+            if element == _PREV:
+                return PageState("results", state.query, state.page_num)
+            if element in _DETAIL_PAGES:
+                return dataclasses.replace(state, kind="detail", detail=element)
+            if element == _BUY:
+                return dataclasses.replace(state, kind="done")
+            return self._select_option(state, element)
+        # detail page: "< prev" goes back to the item
+        return dataclasses.replace(state, kind="item", detail="")
+
+    def _select_option(self, state: PageState, element: str) -> PageState:
+        product = self.catalogue.products[state.product]
+        selected = dict(state.selected)
+        for group, values in product.options:
+            for value in values:
+                if element_key(value) == element:
+                    selected[group] = value
+        ordered = tuple((g, selected[g]) for g, _ in product.options if g in selected)
+        return dataclasses.replace(state, selected=ordered)
+
+    def _show(self, state: PageState) -> str:
+        self.state = state
+        self.view = self._render(state)
+        return self.view.text
+
+    def _render(self, state: PageState) -> PageView:
+        assert self.goal is not None
+        if state.kind == "search":
+            return search_view(self.goal.instruction)
+        if state.kind == "results":
+            results = self.catalogue.search(state.query)
+            start = (state.page_num - 1) * RESULTS_PER_PAGE
+            rows = [
+                ResultRow(p.product_id, p.title, p.price_text)
+                for p in (
+                    self.catalogue.products[i] for i in results[start : start + RESULTS_PER_PAGE]
+                )
+            ]
+            return results_view(state.page_num, len(results), rows)
+        product = self.catalogue.products[state.product]
+        if state.kind == "item":
+            return item_view(
+                product.title, product.price_text, product.options, dict(state.selected)
+            )
+        if state.kind == "detail":
+            lines = (
+                [product.description] if state.detail == "description" else list(product.features)
+            )
+            return detail_view(lines)
+        return done_view(product.product_id, state.score)
