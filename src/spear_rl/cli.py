@@ -1,0 +1,154 @@
+"""The `spear` command: train | eval | compare | plot | recipes.
+
+Config overrides follow the subcommand's own options as `--section.key=value`.
+Errors a person can act on are printed as one line (exit code 2), not a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import os
+from pathlib import Path
+
+from spear_rl.models.loading import ModelLoadError
+from spear_rl.registry import UnknownNameError
+from spear_rl.train.metrics import MissingExtraError
+
+# Bad input a person can fix: bad config or recipe (ConfigError is a ValueError), missing files,
+# missing optional extras (ImportError), unknown registry names (a KeyError subclass). Anything else
+# is a bug and keeps its traceback. SPEAR_DEBUG=1 shows tracebacks for these too.
+USAGE_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError, FileNotFoundError, FileExistsError, ImportError, UnknownNameError, MissingExtraError,
+    ModelLoadError,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spear", description="SPEAR: agentic RL for LLM agents")
+    sub = parser.add_subparsers(dest="command", required=False)
+
+    p = sub.add_parser("train", help="train an agent from a recipe (default: Sokoban SPEAR, tiny policy, CPU)")
+    p.add_argument("--recipe", default=None, help="a recipe name (see `spear recipes`) or a YAML path")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+    p = sub.add_parser("eval", help="success rate of a saved policy on held-out tasks")
+    p.add_argument("run_dir", help="a run folder (its latest checkpoint) or a checkpoint folder")
+    p.add_argument("--episodes", type=int, default=None)
+
+    p = sub.add_parser("compare", help="presets x seeds on one environment; table and curves")
+    p.add_argument("--env", default="sokoban", help="recipe folder: sokoban, alfworld, ...")
+    p.add_argument("--presets", default="grpo,drbot,spear")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--out", default="runs/compare")
+
+    p = sub.add_parser("plot", help="PNG curves of one or more runs, overlaid")
+    p.add_argument("run_dirs", nargs="+")
+    p.add_argument("--out", default=None, help="PNG path (default: <first run>/curves.png)")
+
+    sub.add_parser("recipes", help="list the built-in recipes")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0].startswith("--") and argv[0] not in ("--help", "-h"):
+        argv = ["train", *argv]  # `spear` alone runs the main job
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    try:
+        return dispatch(args, rest, parser)
+    except KeyboardInterrupt:
+        print("interrupted; the latest checkpoint can be resumed with --resume RUN_DIR", file=sys.stderr)
+        return 130
+    except USAGE_ERRORS as err:
+        if os.environ.get("SPEAR_DEBUG"):
+            raise
+        print(f"spear {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def dispatch(args: argparse.Namespace, rest: list[str], parser: argparse.ArgumentParser) -> int:
+    from spear_rl.train.config import load_config, parse_overrides
+
+    overrides = parse_overrides(rest)
+    if args.command == "train":
+        return cmd_train(args, overrides, load_config)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command == "eval":
+        return cmd_eval(args)
+    if args.command == "compare":
+        from spear_rl.train.compare import compare
+
+        report = compare(args.env, args.presets.split(","), [int(s) for s in args.seeds.split(",")], Path(args.out), overrides)
+        print((Path(args.out) / "compare.md").read_text())
+        print(f"runs, compare.json and compare.png in {args.out} ({len(report['runs'])} presets)")
+        return 0
+    if args.command == "plot":
+        from spear_rl.train.plot import plot_runs
+
+        dirs = [Path(d) for d in args.run_dirs]
+        out = plot_runs(dirs, Path(args.out) if args.out else dirs[0] / "curves.png")
+        print(f"wrote {out}")
+        return 0
+    if args.command == "recipes":
+        from spear_rl.train.config import list_recipes
+
+        print("\n".join(list_recipes()))
+        return 0
+    parser.print_help()
+    return 2
+
+
+def cmd_train(args: argparse.Namespace, overrides: dict, load_config) -> int:
+    from spear_rl.train.plot import plot_runs
+    from spear_rl.train.trainer import train
+
+    if args.resume:
+        if args.recipe:
+            raise ValueError("--resume continues a run with its saved config; drop --recipe")
+        if overrides:
+            print(f"resuming with overrides on the saved config: {overrides}", file=sys.stderr)
+        result = train(resume=args.resume, resume_overrides=overrides)
+    else:
+        cfg = load_config(args.recipe, overrides)
+        if args.print_config:
+            print(cfg.to_yaml())
+            return 0
+        print(cfg.to_yaml(), file=sys.stderr)
+        result = train(cfg)
+    curves = plot_runs([result.run_dir], result.run_dir / "curves.png")
+    print(
+        f"\nheld-out success: {result.success_before:.3f} before RL -> {result.success_after:.3f} after "
+        f"{result.steps} steps ({result.wall_seconds / 60:.1f} min)\n"
+        f"run folder: {result.run_dir}\n  curves: {curves}\n"
+        f"  checkpoint: {result.run_dir / 'checkpoints'}\n  metrics: {result.run_dir / 'metrics.jsonl'}"
+    )
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from spear_rl.train.checkpoint import latest_checkpoint
+    from spear_rl.train.trainer import build_policy, load_run_config, make_env_factory, pick_device
+
+    path = Path(args.run_dir)
+    run_dir, checkpoint = (path, latest_checkpoint(path)) if (path / "config.yaml").exists() else (path.parent.parent, path)
+    if checkpoint is None or not (checkpoint / "model").is_dir():
+        raise FileNotFoundError(f"no checkpoint found under {path}")
+    cfg = load_run_config(run_dir)
+    from spear_rl.train.evaluate import evaluate_policy
+
+    model, tokenizer = build_policy(cfg, None, checkpoint)
+    model.to(pick_device(cfg.train.device))
+    episodes = args.episodes or cfg.train.eval_episodes
+    metrics, _ = evaluate_policy(model, tokenizer, make_env_factory(cfg), cfg.rollout, episodes, seed=cfg.train.seed)
+    print(f"{checkpoint}: held-out success {metrics['eval/success_rate']:.3f} over {episodes} episodes")
+    for key, value in metrics.items():
+        print(f"  {key}: {value:.4g}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Held-out evaluation: success rate of the policy on seeds the training never draws."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+from spear_rl.envs.base import EVAL_SEED_OFFSET, Env
+from spear_rl.rollout.config import RolloutConfig
+from spear_rl.rollout.runner import run_rollout
+from spear_rl.rollout.sample import Trajectory
+
+
+def eval_seeds(episodes: int) -> list[int]:
+    return [EVAL_SEED_OFFSET + i for i in range(episodes)]
+
+
+def evaluate_policy(
+    model,
+    tokenizer,
+    env_factory: Callable[[], Env],
+    rollout_cfg: RolloutConfig,
+    episodes: int,
+    seed: int,
+) -> tuple[dict[str, float], list[Trajectory]]:
+    """One episode on each of the first `episodes` held-out task seeds, sampled as in training."""
+    was_training = model.training
+    model.eval()
+    cfg = dataclasses.replace(rollout_cfg, group_size=1)
+    result = run_rollout(model, tokenizer, env_factory, eval_seeds(episodes), cfg, seed=seed)
+    if was_training:
+        model.train()
+    trajs = result.trajectories
+    n = max(1, len(trajs))
+    metrics = {
+        "eval/success_rate": sum(t.won for t in trajs) / n,
+        "eval/episode_reward": sum(t.episode_reward for t in trajs) / n,
+        "eval/turns": sum(len(t.turns) for t in trajs) / n,
+        "eval/invalid_rate": sum(t.invalid_turns for t in trajs) / max(1, sum(len(t.turns) for t in trajs)),
+        "eval/seconds": sum(result.timings.values()),
+    }
+    return metrics, trajs
+
+
+def render_trajectory(traj: Trajectory) -> str:
+    lines = [
+        f"## task seed {traj.task_seed}: {'WON' if traj.won else 'lost'}, "
+        f"env reward {traj.episode_reward:+.2f}, {len(traj.turns)} turns, "
+        f"{traj.invalid_turns} invalid",
+        "",
+        f"**Task:** {traj.task}",
+        "",
+    ]
+    for i, turn in enumerate(traj.turns, 1):
+        lines += [
+            f"### turn {i}",
+            "```text",
+            turn.observation.strip(),
+            "```",
+            f"model: `{turn.response[:400]!r}`",
+            f"action: `{turn.action}`  valid: {turn.valid}  reward: {turn.reward:+.2f}",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def write_trajectories(path: Path, trajectories: list[Trajectory], limit: int) -> None:
+    """Write a few rendered trajectories (won ones first) for a person to read."""
+    if limit <= 0:
+        return
+    chosen = sorted(trajectories, key=lambda t: not t.won)[:limit]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n\n".join(render_trajectory(t) for t in chosen), encoding="utf-8")

@@ -1,0 +1,120 @@
+"""Turn a rollout into a scored training batch: rewards, filters, advantages, group filter.
+
+The algorithm pieces live in `spear_rl.algos`; this module only moves data between `Sample`s and
+the tensors those pure functions take, in the order of spec §7 step 2.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import torch
+
+from spear_rl.algos.advantages import (
+    AdvantageConfig,
+    AdvantageInput,
+    compute_advantages,
+    group_reward_stats,
+)
+from spear_rl.algos.filters import FilterConfig, apply_response_filters, select_groups
+from spear_rl.algos.rewards import invalid_penalty, toolcall_bonus
+from spear_rl.rollout.sample import Sample, Trajectory
+from spear_rl.train.config import AlgoConfig
+
+
+@dataclass
+class ScoredBatch:
+    """All samples with rewards and advantages; `train` is the subset the update trains on."""
+
+    samples: list[Sample]
+    train: list[Sample]
+    group_means: list[float]
+    group_stds: list[float]
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def assign_rewards(trajectories: list[Trajectory], cfg: AlgoConfig, toolcall_weight: float) -> float:
+    """R_tau = E_tau + b_tau on every sample, plus that sample's invalid-format penalty (spec §1).
+
+    Returns the mean intrinsic bonus per trajectory.
+    """
+    bonuses = []
+    for traj in trajectories:
+        calls = traj.all_turns_count if cfg.toolcall_count_invalid else traj.tool_calls
+        bonus = toolcall_bonus(calls, toolcall_weight, mode=cfg.toolcall_bonus_mode, correct=traj.won)
+        bonuses.append(bonus)
+        for sample in traj.samples:
+            sample.reward = (
+                traj.episode_reward + bonus + invalid_penalty(sample.num_invalid, cfg.invalid_penalty)
+            )
+    return sum(bonuses) / max(1, len(bonuses))
+
+
+def anchor_id(text: str) -> int:
+    """A stable 63-bit id of an anchor observation (python's hash() is salted per process)."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "replace"), digest_size=8).digest(), "big") >> 1
+
+
+def advantage_config(cfg: AlgoConfig) -> AdvantageConfig:
+    return AdvantageConfig(
+        group_stats=cfg.group_stats,
+        gigpo_gamma=cfg.gigpo_gamma,
+        gigpo_step_weight=cfg.gigpo_step_weight,
+        gigpo_episode_norm=cfg.gigpo_episode_norm,
+        gigpo_step_norm=cfg.gigpo_step_norm,
+    )
+
+
+def filter_config(cfg: AlgoConfig) -> FilterConfig:
+    return FilterConfig(
+        overlong=cfg.filter_overlong,
+        incomplete=cfg.filter_incomplete,
+        repetitive=cfg.filter_repetitive,
+        unreadable=cfg.filter_unreadable,
+    )
+
+
+def score_batch(trajectories: list[Trajectory], cfg: AlgoConfig, toolcall_weight: float) -> ScoredBatch:
+    samples = [s for traj in trajectories for s in traj.samples]
+    bonus_mean = assign_rewards(trajectories, cfg, toolcall_weight)
+
+    # Response filters zero a sample's loss; its reward still counts in the group statistics.
+    keep, filter_counts = apply_response_filters(
+        [(s.truncated, s.valid, s.response_ids, s.response_text) for s in samples], filter_config(cfg)
+    )
+
+    inp = AdvantageInput(
+        rewards=torch.tensor([s.reward for s in samples], dtype=torch.float64),
+        group_ids=torch.tensor([s.group_id for s in samples], dtype=torch.long),
+        traj_ids=torch.tensor([s.traj_id for s in samples], dtype=torch.long),
+        turn_index=torch.tensor([s.turn for s in samples], dtype=torch.long),
+        step_rewards=torch.tensor([s.step_reward for s in samples], dtype=torch.float64),
+        anchor_ids=torch.tensor([anchor_id(s.anchor) for s in samples], dtype=torch.long),
+    )
+    advantages = compute_advantages(cfg.adv_estimator, inp, advantage_config(cfg))
+    for sample, adv in zip(samples, advantages.tolist(), strict=True):
+        sample.advantage = float(adv)
+
+    group_ids, means, stds = group_reward_stats(inp.rewards, inp.group_ids, inp.traj_ids, cfg.group_stats)
+    kept_groups = set(
+        select_groups(group_ids.tolist(), stds.tolist(), cfg.group_filter_ratio, cfg.group_filter_mode)
+    )
+    train = [s for s, k in zip(samples, keep, strict=True) if k and s.group_id in kept_groups]
+
+    adv = advantages.float()
+    metrics = {
+        "reward/mean": float(inp.rewards.mean()) if samples else 0.0,
+        "reward/toolcall_bonus_mean": bonus_mean,
+        "adv/mean": float(adv.mean()) if samples else 0.0,
+        "adv/abs_mean": float(adv.abs().mean()) if samples else 0.0,
+        "adv/max": float(adv.max()) if samples else 0.0,
+        "adv/min": float(adv.min()) if samples else 0.0,
+        "filter/kept_frac": sum(keep) / max(1, len(keep)),
+        "group_filter/kept_frac": len(kept_groups) / max(1, len(group_ids)),
+        "batch/samples": float(len(samples)),
+        "batch/train_samples": float(len(train)),
+    }
+    for name in ("overlong", "incomplete", "repetitive", "unreadable"):
+        metrics[f"filter/{name}"] = float(filter_counts.get(name, 0))
+    return ScoredBatch(samples, train, means.tolist(), stds.tolist(), metrics)

@@ -1,0 +1,222 @@
+"""SFT cold start: imitate the env's expert before RL, on exactly the prompts the rollout renders.
+
+Expert episodes are played through the same `EpisodeRenderer` the rollout uses, so every SFT prompt
+is token-for-token the prompt the policy will see in that state (tested). Targets are
+`env.format_action(env.expert_action(), thought)` followed by the end-of-turn token; the loss is the
+mean negative log-likelihood over target tokens only.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from spear_rl.envs.base import Env
+from spear_rl.models.forward import token_logprobs
+from spear_rl.models.tokenizer import end_of_turn_id, pad_token_id
+from spear_rl.rollout.batch import collate_samples
+from spear_rl.rollout.config import RolloutConfig
+from spear_rl.rollout.prompts import EpisodeRenderer, render_user_message
+from spear_rl.rollout.sample import Sample
+
+# Share of corpus-walk turns that take a random (often useless or invalid) action, so the tokenizer
+# also sees off-expert observations and the invalid-turn feedback.
+CORPUS_RANDOM_ACTION_RATE = 0.3
+_CORPUS_JUNK_RESPONSES = ["", "I am not sure.", "<action></action>", "<think>hmm</think>"]
+
+
+@dataclass
+class SFTConfig:
+    episodes: int = 256  # expert episodes (task seeds 0..episodes-1); 0 skips SFT
+    epochs: int = 2
+    lr: float = 1e-3
+    batch_size: int = 32  # (prompt, response) pairs per optimiser step
+    max_seconds: float = 0  # 0 = no cap; otherwise stop after this much training time
+    thought: str = ""  # text inside <think> for expert responses
+    grad_clip: float = 1.0  # max gradient norm; 0 = off
+    lr_decay: bool = True  # cosine decay of lr to 0 over the planned steps
+
+
+def expert_trajectories(
+    tokenizer,
+    env_factory: Callable[[], Env],
+    seeds: Sequence[int],
+    rollout_cfg: RolloutConfig,
+    thought: str = "",
+) -> list[list[tuple[list[int], list[int]]]]:
+    """Per expert episode, the (prompt_ids, response_ids) of each turn.
+
+    prompt_ids: what the rollout would feed the model in that state (per_turn prompt, or the whole
+    conversation so far in the whole layout); response_ids: the formatted expert action + end-of-turn.
+    An episode stops when the env has no expert action, the prompt no longer fits, or max_turns.
+    """
+    episodes, _ = _play_experts(tokenizer, env_factory, seeds, rollout_cfg, thought)
+    return episodes
+
+
+def _play_experts(tokenizer, env_factory, seeds, rollout_cfg, thought):
+    end = end_of_turn_id(tokenizer)
+    episodes: list[list[tuple[list[int], list[int]]]] = []
+    wins = 0
+    for seed in seeds:
+        env = env_factory()
+        try:
+            env.reset(int(seed))
+            renderer = EpisodeRenderer(tokenizer, env, rollout_cfg)
+            pairs: list[tuple[list[int], list[int]]] = []
+            for _ in range(rollout_cfg.max_turns):
+                prompt = renderer.next_prompt()
+                action = env.expert_action()
+                if prompt is None or action is None:
+                    break
+                text = env.format_action(action, thought)
+                response = tokenizer.encode(text, add_special_tokens=False) + [end]
+                observation = env.observation
+                result = env.step(text)
+                pairs.append((prompt, response))
+                renderer.record(observation, response, [0.0] * len(response), text, result)
+                if result.done:
+                    break
+            wins += int(env.won)
+            episodes.append(pairs)
+        finally:
+            env.close()
+    return episodes, wins
+
+
+def sft_corpus_texts(env_factory: Callable[[], Env], seeds: Sequence[int]) -> Iterator[str]:
+    """Texts to train the tiny tokenizer on: system prompt, tasks, rendered user messages (with
+    history and admissible actions), observations, feedback, expert and random responses."""
+    first = True
+    for seed in seeds:
+        rng = random.Random(int(seed))
+        env = env_factory()
+        try:
+            observation = env.reset(int(seed))
+            if first:
+                yield env.system_prompt
+                first = False
+            history: list[tuple[str, str]] = []
+            for _ in range(64):
+                admissible = env.admissible_actions
+                yield render_user_message(env.task, history[-2:], observation, admissible)
+                action = env.expert_action()
+                if action is None or rng.random() < CORPUS_RANDOM_ACTION_RATE:
+                    if admissible and rng.random() < 0.7:
+                        action = rng.choice(admissible)
+                    else:
+                        action = None
+                text = env.format_action(action) if action else rng.choice(_CORPUS_JUNK_RESPONSES)
+                yield text
+                result = env.step(text)
+                feedback = result.info.get("feedback")
+                if feedback:
+                    yield feedback
+                history.append((observation, action or text))
+                observation = env.observation
+                if result.done:
+                    break
+        finally:
+            env.close()
+
+
+def run_sft(
+    model,
+    tokenizer,
+    env_factory: Callable[[], Env],
+    seeds: Sequence[int],
+    rollout_cfg: RolloutConfig,
+    sft_cfg: SFTConfig,
+    *,
+    seed: int,
+    progress: Callable[[dict], None] | None = None,
+) -> dict:
+    """Train on expert turns (loss on response tokens only, AdamW). Returns stats: loss_first,
+    loss_last, steps, pairs, expert_success_rate, tokens_per_s, seconds, ..."""
+    started = time.perf_counter()
+    episodes, wins = _play_experts(tokenizer, env_factory, seeds, rollout_cfg, sft_cfg.thought)
+    samples = [
+        Sample(prompt, response, [1] * len(response), [0.0] * len(response), group_id=0, traj_id=i)
+        for i, (prompt, response) in enumerate(p for episode in episodes for p in episode)
+    ]
+    data_seconds = time.perf_counter() - started
+    stats: dict = {
+        "episodes": len(episodes),
+        "pairs": len(samples),
+        "expert_success_rate": wins / max(1, len(episodes)),
+        "data_seconds": data_seconds,
+    }
+    if not samples:
+        return {**stats, "steps": 0, "seconds": time.perf_counter() - started}
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=sft_cfg.lr, weight_decay=0.0)
+    batch_size = max(1, sft_cfg.batch_size)
+    steps_per_epoch = math.ceil(len(samples) / batch_size)
+    planned = steps_per_epoch * max(1, sft_cfg.epochs)
+    pad = pad_token_id(tokenizer)
+    device = next(model.parameters()).device
+    rng = random.Random(seed)
+    was_training = model.training
+    model.train()
+
+    losses: list[float] = []
+    tokens = response_tokens = 0
+    step = 0
+    train_started = time.perf_counter()
+    stopped_early = False
+    for epoch in range(sft_cfg.epochs):
+        order = list(range(len(samples)))
+        rng.shuffle(order)
+        for start in range(0, len(order), batch_size):
+            batch = collate_samples([samples[i] for i in order[start : start + batch_size]], pad)
+            batch = batch.to(device)
+            if sft_cfg.lr_decay:
+                for group in optimizer.param_groups:
+                    group["lr"] = sft_cfg.lr * 0.5 * (1 + math.cos(math.pi * step / planned))
+            logp, _ = token_logprobs(model, batch.input_ids, batch.attention_mask)
+            mask = batch.loss_mask
+            loss = -(logp * mask).sum() / mask.sum().clamp(min=1)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if sft_cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, sft_cfg.grad_clip)
+            optimizer.step()
+            step += 1
+            losses.append(float(loss.detach()))
+            tokens += int(batch.attention_mask.sum())
+            response_tokens += int(mask.sum())
+            elapsed = time.perf_counter() - train_started
+            if progress is not None:
+                progress(
+                    {"step": step, "epoch": epoch, "loss": losses[-1], "planned_steps": planned,
+                     "seconds": elapsed}
+                )
+            if sft_cfg.max_seconds and elapsed >= sft_cfg.max_seconds:
+                stopped_early = True
+                break
+        if stopped_early:
+            break
+    optimizer.zero_grad(set_to_none=True)
+    model.train(was_training)
+    train_seconds = time.perf_counter() - train_started
+    tail = losses[-max(1, min(len(losses), steps_per_epoch // 4 or 1)) :]
+    return {
+        **stats,
+        "steps": step,
+        "planned_steps": planned,
+        "stopped_early": stopped_early,
+        "loss_first": losses[0],
+        "loss_last": losses[-1],
+        "loss_last_mean": sum(tail) / len(tail),
+        "tokens": tokens,
+        "response_tokens": response_tokens,
+        "tokens_per_s": tokens / max(train_seconds, 1e-9),
+        "train_seconds": train_seconds,
+        "seconds": time.perf_counter() - started,
+    }

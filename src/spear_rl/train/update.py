@@ -1,0 +1,185 @@
+"""The policy update: on-policy mini-batches plus SPEAR's replay term (spec §4-§6).
+
+`joint` (default): every optimiser step minimises L_on(mini-batch) + c(t) * L_replay(replay draw),
+so the curriculum coefficient acts linearly on the replay gradient. `separate` (the reference):
+the on-policy steps first, then extra optimiser steps on replay mini-batches scaled by c(t).
+Micro-batches only bound memory: aggregation normalisers are computed over the whole mini-batch,
+so the accumulated gradient equals the unsplit one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from spear_rl.algos.aggregation import aggregate_loss, aggregation_norm
+from spear_rl.algos.losses import (
+    PolicyLossConfig,
+    compute_policy_loss,
+    entropy_bonus_term,
+    low_var_kl,
+)
+from spear_rl.models.forward import token_logprobs
+from spear_rl.rollout.batch import collate_samples
+from spear_rl.rollout.sample import Sample
+
+ReplayDraw = Callable[[int], list[tuple[Sample, float]]]
+
+
+@dataclass
+class LossSpec:
+    """Which loss to apply to a part of the batch, and how to aggregate it."""
+
+    name: str
+    params: PolicyLossConfig
+    agg_mode: str
+    t_norm: float
+    entropy_coef: float = 0.0
+    kl_coef: float = 0.0
+
+
+@dataclass
+class UpdateSettings:
+    on_policy: LossSpec
+    replay: LossSpec
+    mini_batch_size: int  # 0 = whole batch
+    micro_batch_size: int
+    ppo_epochs: int
+    replay_batch: int  # 0 = the on-policy mini-batch size
+    replay_update: str  # joint | separate
+    grad_clip: float
+    temperature: float
+    pad_token_id: int
+
+
+COUNT_METRICS = ("selected_tokens", "valid_tokens")  # totals over the step, not means
+
+
+class MetricSums:
+    """Token-weighted running means of per-micro-batch metrics (totals for counts)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = defaultdict(float)
+        self.weights: dict[str, float] = defaultdict(float)
+
+    def add(self, prefix: str, metrics: dict[str, float], weight: float) -> None:
+        for key, value in metrics.items():
+            is_count = key in COUNT_METRICS
+            self.sums[f"{prefix}{key}"] += float(value) * (1.0 if is_count else weight)
+            self.weights[f"{prefix}{key}"] = 1.0 if is_count else self.weights[f"{prefix}{key}"] + weight
+
+    def means(self) -> dict[str, float]:
+        return {k: self.sums[k] / self.weights[k] for k in self.sums if self.weights[k] > 0}
+
+
+def backward_loss(
+    model: torch.nn.Module,
+    samples: Sequence[Sample],
+    spec: LossSpec,
+    settings: UpdateSettings,
+    weight: float,
+    metrics: MetricSums,
+    prefix: str,
+    generator: torch.Generator,
+    ref_model: torch.nn.Module | None = None,
+) -> float:
+    """Accumulate weight * aggregated loss of `samples` into .grad; return the loss value."""
+    device = next(model.parameters()).device
+    micro = settings.micro_batch_size or len(samples)
+    batches = [
+        collate_samples(samples[i : i + micro], settings.pad_token_id).to(device)
+        for i in range(0, len(samples), micro)
+    ]
+    norm = aggregation_norm([b.loss_mask for b in batches], spec.t_norm)
+    total = 0.0
+    for batch in batches:
+        logp, entropy = token_logprobs(
+            model, batch.input_ids, batch.attention_mask, settings.temperature, with_entropy=True
+        )
+        mask = batch.loss_mask
+        advantages = batch.advantages[:, None].to(logp.dtype).expand_as(logp)
+        out = compute_policy_loss(
+            spec.name, logp, batch.old_logprobs, advantages, mask, spec.params, generator=generator
+        )
+        token_loss = out.token_loss
+        if spec.entropy_coef:
+            token_loss = token_loss + entropy_bonus_term(entropy, spec.entropy_coef) * mask
+        if spec.kl_coef and ref_model is not None:
+            with torch.no_grad():
+                ref_logp, _ = token_logprobs(
+                    ref_model, batch.input_ids, batch.attention_mask, settings.temperature
+                )
+            kl = low_var_kl(logp, ref_logp)
+            token_loss = token_loss + spec.kl_coef * kl * mask
+            out.metrics["ref_kl"] = float((kl * mask).sum() / mask.sum().clamp(min=1))
+        loss = aggregate_loss(token_loss, mask, spec.agg_mode, norm)
+        (loss * weight).backward()
+        total += float(loss.detach())
+        tokens = float(mask.sum())
+        out.metrics["entropy"] = float((entropy.detach() * mask).sum() / max(tokens, 1.0))
+        metrics.add(prefix, out.metrics, tokens)
+    return total
+
+
+def optimizer_step(model, optimizer, grad_clip: float) -> float:
+    params = [p for p in model.parameters() if p.grad is not None]
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float("inf"))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(grad_norm)
+
+
+def with_advantage(item: tuple[Sample, float]) -> Sample:
+    sample, recalibrated = item
+    return dataclasses.replace(sample, advantage=recalibrated)
+
+
+def policy_update(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    samples: list[Sample],
+    draw_replay: ReplayDraw | None,
+    replay_coef: float,
+    settings: UpdateSettings,
+    generator: torch.Generator,
+    ref_model: torch.nn.Module | None = None,
+) -> dict[str, float]:
+    """One training step's optimiser steps; returns the step's update metrics."""
+    model.train()
+    metrics = MetricSums()
+    losses, grad_norms = [], []
+    replayed = 0
+    mini = settings.mini_batch_size or max(1, len(samples))
+    use_replay = draw_replay is not None and replay_coef > 0
+    for _ in range(settings.ppo_epochs):
+        order = torch.randperm(len(samples), generator=generator).tolist()
+        for start in range(0, len(order), mini):
+            part = [samples[i] for i in order[start : start + mini]]
+            loss = backward_loss(model, part, settings.on_policy, settings, 1.0, metrics, "", generator, ref_model)
+            if use_replay and settings.replay_update == "joint":
+                drawn = [with_advantage(x) for x in draw_replay(settings.replay_batch or len(part))]
+                if drawn:
+                    loss += replay_coef * backward_loss(
+                        model, drawn, settings.replay, settings, replay_coef, metrics, "replay/", generator
+                    )
+                    replayed += len(drawn)
+            grad_norms.append(optimizer_step(model, optimizer, settings.grad_clip))
+            losses.append(loss)
+    if use_replay and settings.replay_update == "separate":
+        drawn = [with_advantage(x) for x in draw_replay(settings.replay_batch or mini)]
+        for start in range(0, len(drawn), mini):
+            part = drawn[start : start + mini]
+            loss = backward_loss(model, part, settings.replay, settings, replay_coef, metrics, "replay/", generator)
+            grad_norms.append(optimizer_step(model, optimizer, settings.grad_clip))
+            losses.append(replay_coef * loss)
+            replayed += len(part)
+    out = {f"actor/{k}" if not k.startswith("replay/") else k: v for k, v in metrics.means().items()}
+    out["actor/loss"] = sum(losses) / max(1, len(losses))
+    out["actor/grad_norm"] = sum(grad_norms) / max(1, len(grad_norms))
+    out["actor/optimizer_steps"] = float(len(grad_norms))
+    out["replay/replayed"] = float(replayed)
+    return out

@@ -1,0 +1,103 @@
+"""The typed config: recipes load, overrides apply, bad keys and types fail naming the key."""
+
+import pytest
+
+from spear_rl.train.config import (
+    ConfigError,
+    list_recipes,
+    load_config,
+    parse_overrides,
+    read_recipe,
+    resolve_recipe_path,
+)
+from spear_rl.train.validate import validate_config
+
+
+@pytest.mark.parametrize("name", list_recipes())
+def test_every_builtin_recipe_loads_and_validates(name):
+    cfg = load_config(name)
+    validate_config(cfg)
+
+
+def test_presets_differ_as_documented():
+    grpo, drbot, spear = (load_config(f"sokoban/{p}") for p in ("grpo", "drbot", "spear"))
+    assert (grpo.algo.adv_estimator, grpo.algo.clip_high, grpo.algo.loss_agg) == ("grpo", 0.2, "token-mean")
+    assert not grpo.replay.enabled and grpo.algo.group_filter_ratio == 1.0 and grpo.algo.kl_coef > 0
+    assert (drbot.algo.adv_estimator, drbot.algo.clip_high) == ("dr_grpo", 0.28)
+    assert drbot.algo.loss_agg == "seq-mean-token-sum-norm" and drbot.algo.group_filter_ratio == 0.75
+    assert drbot.algo.kl_coef == 0 and not drbot.replay.enabled and drbot.algo.toolcall_schedule == "none"
+    # SPEAR = Dr.BoT + intrinsic reward + replay + clip_cov; everything else inherited
+    assert spear.replay.enabled and spear.algo.loss == "clip_cov" and spear.algo.toolcall_schedule == "cosine"
+    assert spear.algo.adv_estimator == drbot.algo.adv_estimator and spear.rollout == drbot.rollout
+
+
+def test_overrides_parse_types_and_nesting():
+    over = parse_overrides(["--algo.loss=clip_cov", "--train.steps", "7", "--env.kwargs={size: 5}", "--train.lr=1e-3"])
+    assert over == {"algo": {"loss": "clip_cov"}, "train": {"steps": 7, "lr": "1e-3"}, "env": {"kwargs": {"size": 5}}}
+    cfg = load_config("sokoban/spear", over)
+    assert cfg.algo.loss == "clip_cov" and cfg.train.steps == 7 and cfg.train.lr == pytest.approx(1e-3)
+    assert cfg.env.kwargs == {"size": 5}  # kwargs replace, not merge: the recipe's env is replaced whole
+
+
+def test_unknown_key_names_the_key_and_nearest_valid_one():
+    with pytest.raises(ConfigError, match=r"'algo.los'.*did you mean 'algo.loss'"):
+        load_config("sokoban/spear", parse_overrides(["--algo.los=vanilla"]))
+    with pytest.raises(ConfigError, match=r"unknown config key 'trian'"):
+        load_config("sokoban/spear", {"trian": {"steps": 1}})
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("--train.steps=ten", r"'train.steps' must be an integer"),
+        ("--replay.enabled=maybe", r"'replay.enabled' must be true or false"),
+        ("--algo.clip_low=[1]", r"'algo.clip_low' must be a number"),
+    ],
+)
+def test_ill_typed_values_fail_with_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("sokoban/spear", parse_overrides([override]))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("--algo.loss=clipcov", r"algo.loss 'clipcov' unknown; known: .*clip_cov"),
+        ("--replay.update=both", r"replay.update must be one of joint, separate"),
+        ("--train.steps=0", r"train.steps must be > 0"),
+        ("--algo.group_filter_ratio=1.5", r"group_filter_ratio must be in"),
+    ],
+)
+def test_validation_names_bad_choices(override, message):
+    cfg = load_config("sokoban/spear", parse_overrides([override]))
+    with pytest.raises(ConfigError, match=message):
+        validate_config(cfg)
+
+
+def test_bad_override_syntax_and_missing_recipe():
+    with pytest.raises(ConfigError, match="use --section.key=value"):
+        parse_overrides(["--steps=3"])
+    with pytest.raises(ConfigError, match="not found.*sokoban/spear"):
+        resolve_recipe_path("sokoban/nope")
+
+
+def test_inheritance_and_loops(tmp_path):
+    (tmp_path / "a.yaml").write_text("inherit: b.yaml\ntrain: {steps: 3}\n")
+    (tmp_path / "b.yaml").write_text("train: {steps: 9, lr: 0.5}\n")
+    assert read_recipe(tmp_path / "a.yaml") == {"train": {"steps": 3, "lr": 0.5}}
+    (tmp_path / "c.yaml").write_text("inherit: d.yaml\n")
+    (tmp_path / "d.yaml").write_text("inherit: c.yaml\n")
+    with pytest.raises(ConfigError, match="loops"):
+        read_recipe(tmp_path / "c.yaml")
+    (tmp_path / "e.yaml").write_text("[1, 2]\n")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        read_recipe(tmp_path / "e.yaml")
+
+
+def test_config_round_trips_through_yaml(tmp_path):
+    import yaml
+
+    from spear_rl.train.config import config_from_dict
+
+    cfg = load_config("sokoban/spear-gigpo")
+    assert config_from_dict(yaml.safe_load(cfg.to_yaml())) == cfg
