@@ -7,8 +7,8 @@ Errors a person can act on are printed as one line (exit code 2), not a tracebac
 from __future__ import annotations
 
 import argparse
-import sys
 import os
+import sys
 from pathlib import Path
 
 from spear_rl.models.loading import ModelLoadError
@@ -19,7 +19,12 @@ from spear_rl.train.metrics import MissingExtraError
 # missing optional extras (ImportError), unknown registry names (a KeyError subclass). Anything else
 # is a bug and keeps its traceback. SPEAR_DEBUG=1 shows tracebacks for these too.
 USAGE_ERRORS: tuple[type[BaseException], ...] = (
-    ValueError, FileNotFoundError, FileExistsError, ImportError, UnknownNameError, MissingExtraError,
+    ValueError,
+    FileNotFoundError,
+    FileExistsError,
+    ImportError,
+    UnknownNameError,
+    MissingExtraError,
     ModelLoadError,
 )
 
@@ -28,9 +33,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spear", description="SPEAR: agentic RL for LLM agents")
     sub = parser.add_subparsers(dest="command", required=False)
 
-    p = sub.add_parser("train", help="train an agent from a recipe (default: Sokoban SPEAR, tiny policy, CPU)")
-    p.add_argument("--recipe", default=None, help="a recipe name (see `spear recipes`) or a YAML path")
-    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    p = sub.add_parser(
+        "train", help="train an agent from a recipe (default: Sokoban SPEAR, tiny policy, CPU)"
+    )
+    p.add_argument(
+        "--recipe", default=None, help="a recipe name (see `spear recipes`) or a YAML path"
+    )
+    p.add_argument(
+        "--resume",
+        default=None,
+        metavar="RUN_DIR",
+        help="continue a run from its latest checkpoint",
+    )
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
     p = sub.add_parser("eval", help="success rate of a saved policy on held-out tasks")
@@ -60,7 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return dispatch(args, rest, parser)
     except KeyboardInterrupt:
-        print("interrupted; the latest checkpoint can be resumed with --resume RUN_DIR", file=sys.stderr)
+        print(
+            "interrupted; the latest checkpoint can be resumed with --resume RUN_DIR",
+            file=sys.stderr,
+        )
         return 130
     except USAGE_ERRORS as err:
         if os.environ.get("SPEAR_DEBUG"):
@@ -82,7 +99,13 @@ def dispatch(args: argparse.Namespace, rest: list[str], parser: argparse.Argumen
     if args.command == "compare":
         from spear_rl.train.compare import compare
 
-        report = compare(args.env, args.presets.split(","), [int(s) for s in args.seeds.split(",")], Path(args.out), overrides)
+        report = compare(
+            args.env,
+            args.presets.split(","),
+            [int(s) for s in args.seeds.split(",")],
+            Path(args.out),
+            overrides,
+        )
         print((Path(args.out) / "compare.md").read_text())
         print(f"runs, compare.json and compare.png in {args.out} ({len(report['runs'])} presets)")
         return 0
@@ -134,7 +157,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from spear_rl.train.trainer import build_policy, load_run_config, make_env_factory, pick_device
 
     path = Path(args.run_dir)
-    run_dir, checkpoint = (path, latest_checkpoint(path)) if (path / "config.yaml").exists() else (path.parent.parent, path)
+    run_dir, checkpoint = (
+        (path, latest_checkpoint(path))
+        if (path / "config.yaml").exists()
+        else (path.parent.parent, path)
+    )
     if checkpoint is None or not (checkpoint / "model").is_dir():
         raise FileNotFoundError(f"no checkpoint found under {path}")
     cfg = load_run_config(run_dir)
@@ -143,8 +170,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model, tokenizer = build_policy(cfg, None, checkpoint)
     model.to(pick_device(cfg.train.device))
     episodes = args.episodes or cfg.train.eval_episodes
-    metrics, _ = evaluate_policy(model, tokenizer, make_env_factory(cfg), cfg.rollout, episodes, seed=cfg.train.seed)
-    print(f"{checkpoint}: held-out success {metrics['eval/success_rate']:.3f} over {episodes} episodes")
+    metrics, _ = evaluate_policy(
+        model, tokenizer, make_env_factory(cfg), cfg.rollout, episodes, seed=cfg.train.seed
+    )
+    print(
+        f"{checkpoint}: held-out success {metrics['eval/success_rate']:.3f} over {episodes} episodes"
+    )
     for key, value in metrics.items():
         print(f"  {key}: {value:.4g}")
     return 0

@@ -44,34 +44,64 @@ def make_sample(tok, model, text, advantage, traj_id, reward=0.0):
         ids = torch.tensor([prompt + response])
         logp = torch.log_softmax(model(ids).logits[0, :-1], -1).gather(-1, ids[0, 1:, None])[:, 0]
     old = logp[len(prompt) - 1 :].tolist()  # on-policy: behaviour log-probs = current ones
-    return Sample(prompt, response, [1] * len(response), old, group_id=0, traj_id=traj_id,
-                  advantage=advantage, reward=reward)
+    return Sample(
+        prompt,
+        response,
+        [1] * len(response),
+        old,
+        group_id=0,
+        traj_id=traj_id,
+        advantage=advantage,
+        reward=reward,
+    )
 
 
 def settings(tok, replay_update="joint"):
     spec = LossSpec("vanilla", PolicyLossConfig(), "seq-mean-token-sum", t_norm=16)
-    return UpdateSettings(on_policy=spec, replay=spec, mini_batch_size=0, micro_batch_size=1,
-                          ppo_epochs=1, replay_batch=0, replay_update=replay_update, grad_clip=0.0,
-                          temperature=1.0, pad_token_id=tok.pad_token_id)
+    return UpdateSettings(
+        on_policy=spec,
+        replay=spec,
+        mini_batch_size=0,
+        micro_batch_size=1,
+        ppo_epochs=1,
+        replay_batch=0,
+        replay_update=replay_update,
+        grad_clip=0.0,
+        temperature=1.0,
+        pad_token_id=tok.pad_token_id,
+    )
 
 
 def grads(model, samples, draw, coef, tok, replay_update="joint"):
     opt = GradCapture(model.parameters())
-    policy_update(model, opt, samples, draw, coef, settings(tok, replay_update), torch.Generator().manual_seed(0))
+    policy_update(
+        model,
+        opt,
+        samples,
+        draw,
+        coef,
+        settings(tok, replay_update),
+        torch.Generator().manual_seed(0),
+    )
     assert len(opt.captured) >= 1
     return opt.captured
 
 
 def test_joint_replay_adds_coef_times_recalibrated_replay_gradient(tiny):
     model, tok = tiny
-    on = [make_sample(tok, model, "<action>up</action>", 1.0, 0), make_sample(tok, model, "<action>left</action>", -1.0, 1)]
+    on = [
+        make_sample(tok, model, "<action>up</action>", 1.0, 0),
+        make_sample(tok, model, "<action>left</action>", -1.0, 1),
+    ]
     old_win = make_sample(tok, model, "<action>down</action>", 0.7, 9, reward=3.0)
 
     buffer = ReplayBuffer(ReplayConfig(tolerate_steps=5), seed=0)
     buffer.record_baselines([0.0, 1.0, 2.0], [0.0, 0.0, 0.0])  # P50 of means = 1 (by hand)
     buffer.admit([ReplayItem(payload=old_win, reward=3.0, advantage=0.7, step=1, group_id=0)])
     drawn = buffer.draw(4, step=2)
-    assert [(item.payload.traj_id, adv) for item, adv in drawn] == [(9, pytest.approx(2.0))]  # A' = 3 - 1
+    assert [(item.payload.traj_id, adv) for item, adv in drawn] == [
+        (9, pytest.approx(2.0))
+    ]  # A' = 3 - 1
 
     def draw(_n):
         return [(item.payload, adv) for item, adv in drawn]

@@ -33,7 +33,9 @@ def restore_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def save_checkpoint(run_dir: Path, step: int, model, tokenizer, state: dict[str, Any], keep: int = 2) -> Path:
+def save_checkpoint(
+    run_dir: Path, step: int, model, tokenizer, state: dict[str, Any], keep: int = 2
+) -> Path:
     """Write step `step`; a crash mid-write leaves the previous checkpoint as `latest`."""
     root = run_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class EnvConfig:
-    name: str = "sokoban"
+    name: str = "sokoban"  # sokoban | alfworld | webshop | webshop_http | math_tool
     kwargs: dict[str, Any] = field(default_factory=dict)  # passed to the env class
 
 
@@ -42,49 +42,50 @@ class AlgoConfig:
     # advantages (spec §2)
     adv_estimator: str = "dr_grpo"  # grpo | dr_grpo | rloo | gigpo
     group_stats: str = "per_trajectory"  # per_trajectory | per_sample (reference)
-    gigpo_gamma: float = 0.95
-    gigpo_step_weight: float = 1.0
+    gigpo_gamma: float = 0.95  # discount of the step-level returns
+    gigpo_step_weight: float = 1.0  # w_step in A = A_episode + w_step * A_step
     gigpo_episode_norm: str = "mean"  # std (grpo-style) | mean (dr_grpo-style)
-    gigpo_step_norm: str = "mean"
+    gigpo_step_norm: str = "mean"  # mean: G - mean; std: (G - mean) / (std + eps)
     # policy loss (spec §4) and aggregation (spec §5)
     loss: str = "clip_cov"  # vanilla | clip_cov | kl_cov | gpg
-    clip_low: float = 0.2
-    clip_high: float = 0.28
-    dual_clip_c: float = 3.0
-    clip_cov_ratio: float = 2e-4
-    clip_cov_lb: float = 1.0
+    clip_low: float = 0.2  # ratio clip below 1 - clip_low
+    clip_high: float = 0.28  # clip-higher: ratio clip above 1 + clip_high
+    dual_clip_c: float = 3.0  # dual clip for negative advantages: loss <= -c * A
+    clip_cov_ratio: float = 2e-4  # share of tokens clip_cov detaches
+    clip_cov_lb: float = 1.0  # clip_cov picks tokens with lb < cov < ub
     clip_cov_ub: float = 5.0
-    kl_cov_ratio: float = 2e-4
-    kl_cov_coef: float = 0.1
+    kl_cov_ratio: float = 2e-4  # share of top-cov tokens kl_cov penalises
+    kl_cov_coef: float = 0.1  # beta of the kl_cov penalty
+    # token-mean | seq-mean-token-sum | seq-mean-token-mean | seq-mean-token-sum-norm
     loss_agg: str = "seq-mean-token-sum-norm"
     loss_agg_t_norm: int = 0  # 0 = the max response length of the layout
-    entropy_coef: float = 0.0
+    entropy_coef: float = 0.0  # entropy bonus c_H
     kl_coef: float = 0.0  # > 0 keeps a frozen reference model (low_var_kl)
     # Dr.BoT response filters and the group-std filter (spec §3)
-    filter_overlong: bool = True
-    filter_incomplete: bool = True
-    filter_repetitive: bool = True
-    filter_unreadable: bool = True
+    filter_overlong: bool = True  # drop responses that hit the token limit
+    filter_incomplete: bool = True  # drop void turns (no parseable action / answer)
+    filter_repetitive: bool = True  # drop responses with a 20-gram repeated >= 10 times
+    filter_unreadable: bool = True  # drop responses with U+FFFD or mojibake
     group_filter_ratio: float = 0.75  # 1.0 keeps every group
     group_filter_mode: str = "std"  # std | std_rev
     # rewards (spec §1)
-    invalid_penalty: float = 0.1
+    invalid_penalty: float = 0.1  # subtracted per invalid turn
     toolcall_schedule: str = "cosine"  # none | constant | cosine
-    toolcall_steps: int = 200
+    toolcall_steps: int = 200  # T_tc: the cosine w(t) reaches 0 here
     toolcall_count_invalid: bool = False  # the reference counts every turn
     toolcall_bonus_mode: str = "linear"  # linear | flat_if_correct
 
 
 @dataclass
 class ReplaySection:
-    enabled: bool = True
-    buffer_size: int = 2048
-    tolerate_steps: int = 5
-    admit_threshold: float = 0.0
-    require_tool_call: bool = False
-    baseline_history: int = 10240
+    enabled: bool = True  # the self-imitation replay buffer
+    buffer_size: int = 2048  # capacity B (samples); oldest dropped beyond it
+    tolerate_steps: int = 5  # W: samples older than this many steps are evicted
+    admit_threshold: float = 0.0  # admit samples with on-policy advantage above this
+    require_tool_call: bool = False  # math: admit only trajectories that called the tool
+    baseline_history: int = 10240  # group mean/std entries kept for the P50 baseline
     recalibration: str = "p50"  # p50 | decay
-    decay_lambda: float = 0.9
+    decay_lambda: float = 0.9  # A' = lambda * A_stored with recalibration=decay
     sampling: str = "uniform"  # uniform | priority
     trigger: str = "continuous"  # continuous | reference
     replay_batch: int = 0  # samples per optimiser step; 0 = the on-policy mini-batch size
@@ -99,20 +100,20 @@ class ReplaySection:
 
 @dataclass
 class TrainConfig:
-    steps: int = 20
+    steps: int = 20  # training steps (one rollout batch each)
     batch_tasks: int = 8  # task instances per step; each gets rollout.group_size episodes
-    lr: float = 1e-4
+    lr: float = 1e-4  # AdamW learning rate
     weight_decay: float = 0.0
-    warmup_steps: int = 0
-    grad_clip: float = 1.0
-    ppo_epochs: int = 1
+    warmup_steps: int = 0  # linear LR warm-up, in optimiser steps
+    grad_clip: float = 1.0  # max gradient norm; 0 = no clipping
+    ppo_epochs: int = 1  # passes over each rollout batch
     mini_batch_size: int = 0  # samples per optimiser step; 0 = the whole batch (one step)
     micro_batch_size: int = 64  # samples per forward/backward (memory only; exact gradients)
-    seed: int = 0
+    seed: int = 0  # everything random derives from (seed, step)
     eval_every: int = 10  # 0 = only before and after training
     eval_episodes: int = 64
     checkpoint_every: int = 10  # 0 = only at the end
-    output_dir: str = "runs"
+    output_dir: str = "runs"  # run folders go here
     run_name: str = ""  # empty = <env>-<preset>-seed<seed>-<time>
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch CPU threads; 0 = all cores
@@ -121,10 +122,10 @@ class TrainConfig:
 @dataclass
 class LogConfig:
     preset: str = ""  # a label for plots and tables (grpo, drbot, spear, ...)
-    tensorboard: bool = False
-    wandb: bool = False
+    tensorboard: bool = False  # also log to RUN_DIR/tensorboard (needs the tensorboard extra)
+    wandb: bool = False  # also log to wandb (WANDB_MODE=offline works)
     wandb_project: str = "spear-rl"
-    progress: bool = True
+    progress: bool = True  # progress bar (a line per step when not a terminal)
     sample_trajectories: int = 4  # rendered trajectories written at each evaluation
 
 
@@ -201,7 +202,9 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
     while i < len(args):
         arg = args[i]
         if not arg.startswith("--") or "." not in arg.split("=", 1)[0]:
-            raise ConfigError(f"bad override {arg!r}: use --section.key=value, e.g. --train.steps=10")
+            raise ConfigError(
+                f"bad override {arg!r}: use --section.key=value, e.g. --train.steps=10"
+            )
         if "=" in arg:
             key, raw = arg[2:].split("=", 1)
         elif i + 1 < len(args):
@@ -248,7 +251,9 @@ def build_dataclass(cls: type, data: Any, prefix: str) -> Any:
             close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.5)
             hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
             valid = ", ".join(fields)
-            raise ConfigError(f"unknown config key {where!r}{hint} (valid in this section: {valid})")
+            raise ConfigError(
+                f"unknown config key {where!r}{hint} (valid in this section: {valid})"
+            )
         kwargs[key] = coerce(value, hints[key], where)
     return cls(**kwargs)
 

@@ -26,7 +26,12 @@ from spear_rl.algos.schedules import replay_coefficient, toolcall_weight
 from spear_rl.envs.base import EVAL_SEED_OFFSET, make_env
 from spear_rl.models.loading import load_policy
 from spear_rl.rollout.runner import run_rollout
-from spear_rl.train.checkpoint import latest_checkpoint, load_state, restore_rng_states, save_checkpoint
+from spear_rl.train.checkpoint import (
+    latest_checkpoint,
+    load_state,
+    restore_rng_states,
+    save_checkpoint,
+)
 from spear_rl.train.config import Config, config_from_dict, deep_merge
 from spear_rl.train.evaluate import evaluate_policy, write_trajectories
 from spear_rl.train.metrics import MetricsLogger, Progress
@@ -75,14 +80,20 @@ def train(
     if checkpoint is None and cfg.sft.episodes > 0:
         echo(f"SFT warm start on {cfg.sft.episodes} expert episodes ...")
         sft_stats = run_sft(
-            model, tokenizer, env_factory, range(cfg.sft.episodes), cfg.rollout, cfg.sft,
+            model,
+            tokenizer,
+            env_factory,
+            range(cfg.sft.episodes),
+            cfg.rollout,
+            cfg.sft,
             seed=cfg.train.seed,
         )
         logger.log(0, {f"sft/{k}": v for k, v in sft_stats.items() if isinstance(v, int | float)})
         echo(f"SFT done: {fmt_stats(sft_stats)}")
 
     optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr,
+        [p for p in model.parameters() if p.requires_grad],
+        lr=cfg.train.lr,
         weight_decay=cfg.train.weight_decay,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_lambda(cfg.train.warmup_steps))
@@ -109,12 +120,20 @@ def train(
     for step in range(start_step + 1, cfg.train.steps + 1):
         t0 = time.time()
         toolcall_w = toolcall_weight(step, cfg.algo.toolcall_schedule, cfg.algo.toolcall_steps)
-        replay_c = replay_coefficient(step, cfg.replay.coef, cfg.replay.warmup_steps) if cfg.replay.enabled else 0.0
+        replay_c = (
+            replay_coefficient(step, cfg.replay.coef, cfg.replay.warmup_steps)
+            if cfg.replay.enabled
+            else 0.0
+        )
 
         # 1. roll out batch_tasks x group_size episodes
         model.eval()
         rollout = run_rollout(
-            model, tokenizer, env_factory, task_seeds(cfg, step), cfg.rollout,
+            model,
+            tokenizer,
+            env_factory,
+            task_seeds(cfg, step),
+            cfg.rollout,
             seed=derive_seed(cfg.train.seed, step, "rollout"),
         )
         # 2. rewards, response filters, advantages, group filter
@@ -127,8 +146,14 @@ def train(
             return [(item.payload, adv) for item, adv in replay.draw(n, _step)]
 
         update_metrics = policy_update(
-            model, optimizer, scored.train, draw_replay if cfg.replay.enabled else None, replay_c,
-            settings, generator, ref_model,
+            model,
+            optimizer,
+            scored.train,
+            draw_replay if cfg.replay.enabled else None,
+            replay_c,
+            settings,
+            generator,
+            ref_model,
         )
         if update_metrics["actor/optimizer_steps"]:
             scheduler.step()  # warm-up counts optimiser steps; a step that trained nothing waits
@@ -155,34 +180,58 @@ def train(
         metrics["time/step"] = time.time() - t0
         logger.log(step, metrics)
         progress.update(step, metrics)
-        if cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
-            save_checkpoint(run_dir, step, model, tokenizer, {
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "replay": replay.state_dict(), "success_before": success_before,
-            })
+        if (
+            cfg.train.checkpoint_every
+            and step % cfg.train.checkpoint_every == 0
+            or step == cfg.train.steps
+        ):
+            save_checkpoint(
+                run_dir,
+                step,
+                model,
+                tokenizer,
+                {
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "replay": replay.state_dict(),
+                    "success_before": success_before,
+                },
+            )
     progress.close()
     logger.close()
 
     success_after = last_eval_success(run_dir)
-    result = TrainResult(run_dir, success_before, success_after, time.time() - t_start, cfg.train.steps)
-    (run_dir / "result.json").write_text(json.dumps(dataclasses.asdict(result), default=str, indent=2))
+    result = TrainResult(
+        run_dir, success_before, success_after, time.time() - t_start, cfg.train.steps
+    )
+    (run_dir / "result.json").write_text(
+        json.dumps(dataclasses.asdict(result), default=str, indent=2)
+    )
     return result
 
 
 # ---- the named pieces the loop calls ---------------------------------------------------------------
-def maintain_buffer(replay: ReplayBuffer, scored: ScoredBatch, step: int, cfg: Config) -> dict[str, float]:
+def maintain_buffer(
+    replay: ReplayBuffer, scored: ScoredBatch, step: int, cfg: Config
+) -> dict[str, float]:
     """Spec §6 after-update order: evict stale samples, record this step's baselines, admit wins."""
     if not cfg.replay.enabled:
         return {}
     evicted = replay.evict_stale(step)
     replay.record_baselines(scored.group_means, scored.group_stds)
-    admitted = replay.admit([
-        ReplayItem(
-            payload=slim(sample), reward=sample.reward, advantage=sample.advantage, step=step,
-            group_id=step * 1_000_000 + sample.group_id, tool_calls=sample.tool_calls,
-        )
-        for sample in scored.train
-    ])
+    admitted = replay.admit(
+        [
+            ReplayItem(
+                payload=slim(sample),
+                reward=sample.reward,
+                advantage=sample.advantage,
+                step=step,
+                group_id=step * 1_000_000 + sample.group_id,
+                tool_calls=sample.tool_calls,
+            )
+            for sample in scored.train
+        ]
+    )
     stats = {f"replay/{k}": float(v) for k, v in replay.stats(step).items()}
     stats["replay/admitted"] = float(admitted)
     stats["replay/evicted"] = float(evicted)
@@ -194,12 +243,20 @@ def slim(sample):
     return dataclasses.replace(sample, anchor="", response_text="")
 
 
-def evaluate(model, tokenizer, env_factory, cfg: Config, run_dir: Path, step: int) -> dict[str, float]:
+def evaluate(
+    model, tokenizer, env_factory, cfg: Config, run_dir: Path, step: int
+) -> dict[str, float]:
     metrics, trajectories = evaluate_policy(
-        model, tokenizer, env_factory, cfg.rollout, cfg.train.eval_episodes,
+        model,
+        tokenizer,
+        env_factory,
+        cfg.rollout,
+        cfg.train.eval_episodes,
         seed=derive_seed(cfg.train.seed, step, "eval"),
     )
-    write_trajectories(run_dir / "samples" / f"eval_step_{step:06d}.md", trajectories, cfg.log.sample_trajectories)
+    write_trajectories(
+        run_dir / "samples" / f"eval_step_{step:06d}.md", trajectories, cfg.log.sample_trajectories
+    )
     return metrics
 
 
@@ -222,12 +279,20 @@ def update_settings(cfg: Config, tokenizer) -> UpdateSettings:
         else cfg.rollout.max_response_tokens * cfg.rollout.max_turns
     )
     params = PolicyLossConfig(
-        clip_low=a.clip_low, clip_high=a.clip_high, dual_clip_c=a.dual_clip_c,
-        clip_cov_ratio=a.clip_cov_ratio, clip_cov_lb=a.clip_cov_lb, clip_cov_ub=a.clip_cov_ub,
-        kl_cov_ratio=a.kl_cov_ratio, kl_cov_coef=a.kl_cov_coef,
+        clip_low=a.clip_low,
+        clip_high=a.clip_high,
+        dual_clip_c=a.dual_clip_c,
+        clip_cov_ratio=a.clip_cov_ratio,
+        clip_cov_lb=a.clip_cov_lb,
+        clip_cov_ub=a.clip_cov_ub,
+        kl_cov_ratio=a.kl_cov_ratio,
+        kl_cov_coef=a.kl_cov_coef,
     )
     replay_params = dataclasses.replace(
-        params, clip_cov_ratio=r.clip_cov_ratio, clip_cov_lb=r.clip_cov_lb, clip_cov_ub=r.clip_cov_ub
+        params,
+        clip_cov_ratio=r.clip_cov_ratio,
+        clip_cov_lb=r.clip_cov_lb,
+        clip_cov_ub=r.clip_cov_ub,
     )
     return UpdateSettings(
         on_policy=LossSpec(a.loss, params, a.loss_agg, t_norm, a.entropy_coef, a.kl_coef),
@@ -249,23 +314,36 @@ def replay_config(cfg: Config) -> ReplayConfig:
         cfg.algo.adv_estimator == "gigpo" and cfg.algo.gigpo_episode_norm == "std"
     )
     return ReplayConfig(
-        buffer_size=r.buffer_size, tolerate_steps=r.tolerate_steps, admit_threshold=r.admit_threshold,
-        require_tool_call=r.require_tool_call, baseline_history=r.baseline_history,
-        recalibration=r.recalibration, decay_lambda=r.decay_lambda, use_std=std_normalised,
-        sampling=r.sampling, trigger=r.trigger, replay_batch=r.replay_batch,
+        buffer_size=r.buffer_size,
+        tolerate_steps=r.tolerate_steps,
+        admit_threshold=r.admit_threshold,
+        require_tool_call=r.require_tool_call,
+        baseline_history=r.baseline_history,
+        recalibration=r.recalibration,
+        decay_lambda=r.decay_lambda,
+        use_std=std_normalised,
+        sampling=r.sampling,
+        trigger=r.trigger,
+        replay_batch=r.replay_batch,
     )
 
 
 def build_policy(cfg: Config, env_factory, checkpoint: Path | None):
     if checkpoint is not None:
-        model_cfg = dataclasses.replace(cfg.model, name_or_path=str(checkpoint / "model"), gguf_file=None)
+        model_cfg = dataclasses.replace(
+            cfg.model, name_or_path=str(checkpoint / "model"), gguf_file=None
+        )
         return load_policy(model_cfg, seed=cfg.train.seed)
     corpus_seeds = range(max(64, cfg.sft.episodes))
-    return load_policy(cfg.model, corpus=lambda: sft_corpus_texts(env_factory, corpus_seeds), seed=cfg.train.seed)
+    return load_policy(
+        cfg.model, corpus=lambda: sft_corpus_texts(env_factory, corpus_seeds), seed=cfg.train.seed
+    )
 
 
 def make_env_factory(cfg: Config):
-    make_env(cfg.env.name, **cfg.env.kwargs).close()  # fail now, with the env's own message, on bad kwargs
+    make_env(
+        cfg.env.name, **cfg.env.kwargs
+    ).close()  # fail now, with the env's own message, on bad kwargs
 
     def factory():
         return make_env(cfg.env.name, **cfg.env.kwargs)
@@ -301,7 +379,9 @@ def make_run_dir(cfg: Config) -> Path:
     )
     run_dir = Path(cfg.train.output_dir) / name
     if (run_dir / "metrics.jsonl").exists():
-        raise FileExistsError(f"{run_dir} already holds a run: pick another train.run_name or use --resume")
+        raise FileExistsError(
+            f"{run_dir} already holds a run: pick another train.run_name or use --resume"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 
@@ -309,7 +389,9 @@ def make_run_dir(cfg: Config) -> Path:
 def load_run_config(run_dir: Path, overrides: dict[str, Any] | None = None) -> Config:
     path = run_dir / "config.yaml"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: --resume needs a run folder written by `spear train`")
+        raise FileNotFoundError(
+            f"{path} not found: --resume needs a run folder written by `spear train`"
+        )
     data = yaml.safe_load(path.read_text())
     return config_from_dict(deep_merge(data, overrides) if overrides else data)
 
@@ -322,4 +404,6 @@ def last_eval_success(run_dir: Path) -> float:
 
 
 def fmt_stats(stats: dict[str, Any]) -> str:
-    return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in stats.items())
+    return ", ".join(
+        f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in stats.items()
+    )

@@ -70,7 +70,9 @@ class MetricSums:
         for key, value in metrics.items():
             is_count = key in COUNT_METRICS
             self.sums[f"{prefix}{key}"] += float(value) * (1.0 if is_count else weight)
-            self.weights[f"{prefix}{key}"] = 1.0 if is_count else self.weights[f"{prefix}{key}"] + weight
+            self.weights[f"{prefix}{key}"] = (
+                1.0 if is_count else self.weights[f"{prefix}{key}"] + weight
+            )
 
     def means(self) -> dict[str, float]:
         return {k: self.sums[k] / self.weights[k] for k in self.sums if self.weights[k] > 0}
@@ -159,12 +161,21 @@ def policy_update(
         order = torch.randperm(len(samples), generator=generator).tolist()
         for start in range(0, len(order), mini):
             part = [samples[i] for i in order[start : start + mini]]
-            loss = backward_loss(model, part, settings.on_policy, settings, 1.0, metrics, "", generator, ref_model)
+            loss = backward_loss(
+                model, part, settings.on_policy, settings, 1.0, metrics, "", generator, ref_model
+            )
             if use_replay and settings.replay_update == "joint":
                 drawn = [with_advantage(x) for x in draw_replay(settings.replay_batch or len(part))]
                 if drawn:
                     loss += replay_coef * backward_loss(
-                        model, drawn, settings.replay, settings, replay_coef, metrics, "replay/", generator
+                        model,
+                        drawn,
+                        settings.replay,
+                        settings,
+                        replay_coef,
+                        metrics,
+                        "replay/",
+                        generator,
                     )
                     replayed += len(drawn)
             grad_norms.append(optimizer_step(model, optimizer, settings.grad_clip))
@@ -173,11 +184,15 @@ def policy_update(
         drawn = [with_advantage(x) for x in draw_replay(settings.replay_batch or mini)]
         for start in range(0, len(drawn), mini):
             part = drawn[start : start + mini]
-            loss = backward_loss(model, part, settings.replay, settings, replay_coef, metrics, "replay/", generator)
+            loss = backward_loss(
+                model, part, settings.replay, settings, replay_coef, metrics, "replay/", generator
+            )
             grad_norms.append(optimizer_step(model, optimizer, settings.grad_clip))
             losses.append(replay_coef * loss)
             replayed += len(part)
-    out = {f"actor/{k}" if not k.startswith("replay/") else k: v for k, v in metrics.means().items()}
+    out = {
+        f"actor/{k}" if not k.startswith("replay/") else k: v for k, v in metrics.means().items()
+    }
     out["actor/loss"] = sum(losses) / max(1, len(losses))
     out["actor/grad_norm"] = sum(grad_norms) / max(1, len(grad_norms))
     out["actor/optimizer_steps"] = float(len(grad_norms))
