@@ -9,7 +9,7 @@ learning rate (constant), one AdamW step per batch, grad-norm clip 1.0, KL coeff
 Each side runs in its own fresh Python process, one after the other, so neither inherits the
 other's warm caches, threads or memory.
 
-What cannot be made equal, by design of the two libraries, is listed in `docs/benchmarks_vs_trl.md`;
+What cannot be made equal, by design of the two libraries, is listed in `docs/benchmarks.md`;
 the main ones: TRL samples with HF `generate`, spear-rl with its own KV-cache loop; TRL runs through
 `transformers.Trainer` (accelerate, callbacks, its logging), spear-rl through its own loop; the two
 samplers draw different random streams, so the completions (and rewards) differ from step 1 on.

@@ -21,7 +21,8 @@ class Sample:
     prompt_ids: list[int]
     response_ids: list[int]
     loss_mask: list[int]  # len(response_ids); 1 = model-generated token that is trained on
-    old_logprobs: list[float]  # len(response_ids); behaviour log-prob of each token (0.0 where mask 0)
+    # len(response_ids); behaviour log-prob of each token (0.0 where mask 0)
+    old_logprobs: list[float]
     group_id: int  # task instance within the step ("uid"); groups are the n rollouts of one task
     traj_id: int  # unique within the step
     turn: int = 0  # 0-based turn index (per_turn); 0 in the whole layout
@@ -35,6 +36,7 @@ class Sample:
     episode_reward: float = 0.0  # E_tau
     won: bool = False
     tool_calls: int = 0  # K_tau
+    all_turns_count: int = 0  # every turn of the trajectory, valid or not (the reference's K_tau)
     # Filled by the trainer:
     reward: float = 0.0  # R_tau + this sample's invalid penalty
     advantage: float = 0.0
@@ -66,3 +68,5 @@ class Trajectory:
     invalid_turns: int = 0
     all_turns_count: int = 0  # every turn, valid or not (the reference's K_tau)
     timed_out: bool = False  # an env call exceeded its limit; the episode was ended as failed
+    # Why the episode ended: "done", "max_turns", "prompt_too_long", "env_timeout", "env_error: ..."
+    end_reason: str = ""

@@ -3,7 +3,8 @@
 Expert episodes are played through the same `EpisodeRenderer` the rollout uses, so every SFT prompt
 is token-for-token the prompt the policy will see in that state (tested). Targets are
 `env.format_action(env.expert_action(), thought)` followed by the end-of-turn token; the loss is the
-mean negative log-likelihood over target tokens only.
+mean negative log-likelihood over target tokens (plus, optionally, a weighted next-token loss on the
+prompt tokens: see `SFTConfig.prompt_loss_weight`).
 """
 
 from __future__ import annotations
@@ -32,14 +33,21 @@ _CORPUS_JUNK_RESPONSES = ["", "I am not sure.", "<action></action>", "<think>hmm
 
 @dataclass
 class SFTConfig:
-    episodes: int = 256  # expert episodes (task seeds 0..episodes-1); 0 skips SFT
-    epochs: int = 2
-    lr: float = 1e-3
-    batch_size: int = 32  # (prompt, response) pairs per optimiser step
+    # Defaults tuned for the tiny model on Sokoban (2-core CPU, ~3.5 min): 23% held-out success
+    # after SFT vs 7% for a random policy.
+    episodes: int = 1024  # expert episodes (task seeds 0..episodes-1); 0 skips SFT
+    epochs: int = 3
+    lr: float = 2e-3
+    batch_size: int = 16  # (prompt, response) pairs per optimiser step
     max_seconds: float = 0  # 0 = no cap; otherwise stop after this much training time
     thought: str = ""  # text inside <think> for expert responses
     grad_clip: float = 1.0  # max gradient norm; 0 = off
     lr_decay: bool = True  # cosine decay of lr to 0 over the planned steps
+    # Weight of an auxiliary next-token loss on the prompt tokens (system prompt, task, history,
+    # observations). 0 = response tokens only (usual for pretrained models). A tiny model trained
+    # from scratch needs it: with response-only loss it stayed at the uniform-action plateau on
+    # Sokoban for 1000+ steps, while predicting the observations teaches it to read them.
+    prompt_loss_weight: float = 1.0
 
 
 def expert_trajectories(
@@ -107,10 +115,7 @@ def sft_corpus_texts(env_factory: Callable[[], Env], seeds: Sequence[int]) -> It
                 yield render_user_message(env.task, history[-2:], observation, admissible)
                 action = env.expert_action()
                 if action is None or rng.random() < CORPUS_RANDOM_ACTION_RATE:
-                    if admissible and rng.random() < 0.7:
-                        action = rng.choice(admissible)
-                    else:
-                        action = None
+                    action = rng.choice(admissible) if admissible and rng.random() < 0.7 else None
                 text = env.format_action(action) if action else rng.choice(_CORPUS_JUNK_RESPONSES)
                 yield text
                 result = env.step(text)
@@ -182,8 +187,14 @@ def run_sft(
             logp, _ = token_logprobs(model, batch.input_ids, batch.attention_mask)
             mask = batch.loss_mask
             loss = -(logp * mask).sum() / mask.sum().clamp(min=1)
+            total = loss
+            if sft_cfg.prompt_loss_weight:
+                prompt_mask = batch.attention_mask.to(mask.dtype) - mask
+                prompt_mask[:, 0] = 0.0  # the first token has no prediction
+                prompt_loss = -(logp * prompt_mask).sum() / prompt_mask.sum().clamp(min=1)
+                total = loss + sft_cfg.prompt_loss_weight * prompt_loss
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            total.backward()
             if sft_cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, sft_cfg.grad_clip)
             optimizer.step()
@@ -194,8 +205,13 @@ def run_sft(
             elapsed = time.perf_counter() - train_started
             if progress is not None:
                 progress(
-                    {"step": step, "epoch": epoch, "loss": losses[-1], "planned_steps": planned,
-                     "seconds": elapsed}
+                    {
+                        "step": step,
+                        "epoch": epoch,
+                        "loss": losses[-1],
+                        "planned_steps": planned,
+                        "seconds": elapsed,
+                    }
                 )
             if sft_cfg.max_seconds and elapsed >= sft_cfg.max_seconds:
                 stopped_early = True

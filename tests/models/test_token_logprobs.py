@@ -1,0 +1,144 @@
+"""token_logprobs: hand-computed values, padding, temperature, entropy, and its fast paths."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import spear_rl.models.forward as forward
+from spear_rl.models import ModelConfig, load_policy, positions_from_mask, token_logprobs
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "rollout"))
+from spear_toy_env import corridor_corpus, tiny_policy  # noqa: E402
+
+
+class BigramLM(torch.nn.Module):
+    """logits at position i depend only on token i: a model whose log-probs are easy by hand."""
+
+    def __init__(self, table: torch.Tensor) -> None:
+        super().__init__()
+        self.table = torch.nn.Parameter(table.clone())
+        self.config = SimpleNamespace(model_type="bigram-test", vocab_size=table.shape[1])
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, use_cache=False):
+        return SimpleNamespace(logits=self.table[input_ids])
+
+
+LN2, LN3 = math.log(2), math.log(3)
+TABLE = torch.tensor([[0.0, 0.0, 0.0], [0.0, LN2, 0.0], [0.0, LN3, 0.0]])
+# p(. | 0) = 1/3 each; p(. | 1) = (1/4, 1/2, 1/4); p(. | 2) = (1/5, 3/5, 1/5)
+IDS = torch.tensor([[0, 1, 2, 1], [1, 1, 0, 0]])
+MASK = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+
+
+def test_hand_computed_logprobs_and_padding():
+    logp, entropy = token_logprobs(BigramLM(TABLE), IDS, MASK)
+    assert entropy is None
+    expected = torch.tensor(
+        [[0.0, math.log(1 / 3), math.log(1 / 4), math.log(3 / 5)], [0.0, math.log(1 / 2), 0.0, 0.0]]
+    )
+    assert torch.allclose(logp, expected, atol=1e-6)
+
+
+def test_hand_computed_temperature_and_entropy():
+    logp, entropy = token_logprobs(BigramLM(TABLE), IDS, MASK, temperature=2.0, with_entropy=True)
+    s2 = math.sqrt(2)
+    # logits / 2 after token 1: (0, ln2 / 2, 0) -> p = (1, sqrt2, 1) / (2 + sqrt2)
+    assert logp[1, 1].item() == pytest.approx(math.log(s2 / (2 + s2)), abs=1e-6)
+    assert logp[0, 1].item() == pytest.approx(math.log(1 / 3), abs=1e-6)
+    assert entropy[0, 1].item() == pytest.approx(LN3, abs=1e-6)  # uniform over 3
+    p = torch.tensor([1, s2, 1]) / (2 + s2)
+    assert entropy[0, 2].item() == pytest.approx(float(-(p * p.log()).sum()), abs=1e-6)
+    assert entropy[:, 0].abs().sum() == 0 and entropy[1, 2:].abs().sum() == 0
+
+
+def test_gradients_flow_to_the_model():
+    model = BigramLM(TABLE)
+    logp, _ = token_logprobs(model, IDS, MASK)
+    logp.sum().backward()
+    # d/dtable[1, 1] of log p(1|1) = 1 - p(1|1) = 1/2 ; token 1 predicts position 2 (token 2) too
+    assert model.table.grad is not None and model.table.grad.abs().sum() > 0
+
+
+def test_positions_count_attended_tokens_only():
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 0, 0]])
+    assert positions_from_mask(mask).tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 2, 2]]
+
+
+def _right_padded_batch(tokenizer, n_rows=6, prefix_len=40):
+    g = torch.Generator().manual_seed(0)
+    prefix = torch.randint(5, len(tokenizer), (prefix_len,), generator=g)
+    rows = [
+        torch.cat([prefix, torch.randint(5, len(tokenizer), (3 + 4 * i,), generator=g)])
+        for i in range(n_rows)
+    ]
+    width = max(len(r) for r in rows)
+    ids = torch.full((n_rows, width), tokenizer.pad_token_id)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)], mask[i, : len(r)] = r, 1
+    return ids, mask
+
+
+def _reference(model, ids, mask, temperature):
+    """Straight from the definition: one full forward, log_softmax, gather."""
+    logits = model(
+        input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask)
+    ).logits
+    logp_all = torch.log_softmax(logits[:, :-1] / temperature, -1)
+    logp = logp_all.gather(-1, ids[:, 1:, None]).squeeze(-1) * mask[:, 1:]
+    entropy = -(logp_all.exp() * logp_all).sum(-1) * mask[:, 1:]
+    zero = torch.zeros(ids.shape[0], 1)
+    return torch.cat([zero, logp], 1), torch.cat([zero, entropy], 1)
+
+
+def _relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    return float((got - want).norm() / want.norm())
+
+
+def _grads(model):
+    return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+
+@pytest.mark.parametrize("path", ["shared_prefix", "plain", "chunked"])
+def test_fast_paths_match_the_definition(monkeypatch, path):
+    model, tokenizer = tiny_policy()
+    ids, mask = _right_padded_batch(tokenizer)
+    if path != "shared_prefix":
+        monkeypatch.setattr(forward, "MIN_SHARED_PREFIX", 10**9)
+    if path == "chunked":  # a few positions per chunk, recomputed in backward
+        monkeypatch.setattr(forward, "LOGITS_CHUNK_ELEMENTS", 3 * ids.shape[0] * len(tokenizer))
+    if path == "shared_prefix":
+        assert forward._shared_prefix_length(model, ids, mask) == 40
+
+    model.zero_grad()
+    want_logp, want_entropy = _reference(model, ids, mask, 0.7)
+    (want_logp.sum() + want_entropy.sum()).backward()
+    want_grad = _grads(model).clone()
+
+    model.zero_grad()
+    logp, entropy = token_logprobs(model, ids, mask, temperature=0.7, with_entropy=True)
+    (logp.sum() + entropy.sum()).backward()
+    assert torch.allclose(logp, want_logp, atol=1e-5)
+    assert torch.allclose(entropy, want_entropy, atol=1e-5)
+    assert _relative_error(_grads(model), want_grad) < 1e-5
+    model.zero_grad()
+
+
+def test_gradient_checkpointing_gives_the_same_gradient():
+    model, tokenizer = load_policy(ModelConfig(), corpus=corridor_corpus, seed=0)
+    checkpointed, _ = load_policy(
+        ModelConfig(gradient_checkpointing=True), corpus=corridor_corpus, seed=0
+    )
+    ids, mask = _right_padded_batch(tokenizer)
+    grads = []
+    for m in (model, checkpointed):
+        logp, _ = token_logprobs(m, ids, mask)
+        logp.sum().backward()
+        grads.append(_grads(m))
+    assert _relative_error(grads[1], grads[0]) < 1e-5

@@ -1,0 +1,139 @@
+"""SFT cold start: prompts identical to the rollout's, loss goes down, corpus covers the env text."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "rollout"))
+from spear_toy_env import CorridorEnv, corridor_corpus  # noqa: E402
+
+import spear_rl.rollout.runner as runner  # noqa: E402
+from spear_rl.envs.base import INVALID_ACTION_FEEDBACK  # noqa: E402
+from spear_rl.models import ModelConfig, load_policy, token_logprobs  # noqa: E402
+from spear_rl.rollout import RolloutConfig, Sample, collate_samples, run_rollout  # noqa: E402
+from spear_rl.rollout.generation import GenOutput  # noqa: E402
+from spear_rl.train.sft import (  # noqa: E402
+    SFTConfig,
+    expert_trajectories,
+    run_sft,
+    sft_corpus_texts,
+)
+
+SEEDS = list(range(6))
+
+
+@pytest.fixture()
+def policy():
+    torch.set_num_threads(1)
+    return load_policy(ModelConfig(), corpus=corridor_corpus, seed=0)
+
+
+def _expert_generate(tokenizer, thought):
+    """generate() replaced by the corridor expert, answering in env.format_action's format."""
+
+    def fake(model, prompts, max_new_tokens, **kwargs):
+        outs = []
+        for prompt in prompts:
+            text = tokenizer.decode(prompt)
+            position = int(re.findall(r"You are at cell (\d+) of", text)[-1])
+            goal = int(re.search(r"exit at cell (\d+)", text).group(1))
+            action = "left" if goal < position else "right"
+            response = CorridorEnv().format_action(action, thought)
+            ids = tokenizer.encode(response, add_special_tokens=False) + [tokenizer.eos_token_id]
+            outs.append(GenOutput(ids, [0.0] * len(ids), False))
+        return outs
+
+    return fake
+
+
+@pytest.mark.parametrize("layout", ["per_turn", "whole"])
+def test_sft_prompts_equal_rollout_prompts(policy, monkeypatch, layout):
+    model, tokenizer = policy
+    thought = "the exit is near"
+    cfg = RolloutConfig(group_size=1, max_turns=8, layout=layout)
+    monkeypatch.setattr(runner, "generate", _expert_generate(tokenizer, thought))
+    rollout = run_rollout(model, tokenizer, CorridorEnv, SEEDS, cfg, seed=0)
+    experts = expert_trajectories(tokenizer, CorridorEnv, SEEDS, cfg, thought)
+    assert len(experts) == len(rollout.trajectories)
+    for pairs, traj in zip(experts, rollout.trajectories, strict=True):
+        assert traj.won and len(pairs) == len(traj.turns)
+        if layout == "per_turn":
+            assert [p for p, _ in pairs] == [s.prompt_ids for s in traj.samples]
+            assert [r for _, r in pairs] == [s.response_ids for s in traj.samples]
+        else:
+            (sample,) = traj.samples
+            context = sample.prompt_ids + sample.response_ids
+            starts = [
+                i
+                for i, m in enumerate(sample.loss_mask)
+                if m and (i == 0 or not sample.loss_mask[i - 1])
+            ]
+            for (prompt, response), start in zip(pairs, starts, strict=True):
+                at = len(sample.prompt_ids) + start
+                assert prompt == context[:at]
+                assert response == context[at : at + len(response)]
+
+
+def _expert_loss(model, tokenizer, cfg):
+    pairs = [
+        p for episode in expert_trajectories(tokenizer, CorridorEnv, SEEDS, cfg) for p in episode
+    ]
+    samples = [Sample(p, r, [1] * len(r), [0.0] * len(r), 0, i) for i, (p, r) in enumerate(pairs)]
+    batch = collate_samples(samples, tokenizer.pad_token_id)
+    with torch.no_grad():
+        logp, _ = token_logprobs(model, batch.input_ids, batch.attention_mask)
+    return float(-(logp * batch.loss_mask).sum() / batch.loss_mask.sum())
+
+
+def test_a_few_sft_steps_lower_the_response_loss(policy):
+    model, tokenizer = policy
+    cfg = RolloutConfig()
+    before = _expert_loss(model, tokenizer, cfg)
+    seen = []
+    stats = run_sft(
+        model,
+        tokenizer,
+        CorridorEnv,
+        SEEDS,
+        cfg,
+        SFTConfig(epochs=3, batch_size=8, lr=3e-3),
+        seed=0,
+        progress=seen.append,
+    )
+    after = _expert_loss(model, tokenizer, cfg)
+    assert after < 0.5 * before
+    assert stats["steps"] == len(seen) == stats["planned_steps"]
+    assert stats["expert_success_rate"] == 1.0 and stats["episodes"] == len(SEEDS)
+    assert stats["loss_last"] < stats["loss_first"]
+    assert stats["tokens_per_s"] > 0 and model.training
+
+
+def test_max_seconds_stops_early(policy):
+    model, tokenizer = policy
+    stats = run_sft(
+        model,
+        tokenizer,
+        CorridorEnv,
+        SEEDS,
+        RolloutConfig(),
+        SFTConfig(epochs=50, batch_size=2, max_seconds=1e-9),
+        seed=0,
+    )
+    assert stats["steps"] == 1 and stats["stopped_early"]
+
+
+def test_corpus_covers_the_env_text():
+    texts = list(sft_corpus_texts(CorridorEnv, range(12)))
+    joined = "\n".join(texts)
+    assert texts[0] == CorridorEnv.system_prompt
+    assert "Task: Reach the exit at cell" in joined
+    assert "Current observation:\nYou are at cell" in joined
+    assert "Admissible actions: left, right" in joined
+    assert "<think></think><action>left</action>" in joined
+    assert INVALID_ACTION_FEEDBACK in joined  # junk responses were played too
+    assert texts == list(sft_corpus_texts(CorridorEnv, range(12)))  # deterministic
