@@ -21,22 +21,46 @@ def test_every_builtin_recipe_loads_and_validates(name):
 
 def test_presets_differ_as_documented():
     grpo, drbot, spear = (load_config(f"sokoban/{p}") for p in ("grpo", "drbot", "spear"))
-    assert (grpo.algo.adv_estimator, grpo.algo.clip_high, grpo.algo.loss_agg) == ("grpo", 0.2, "token-mean")
+    assert (grpo.algo.adv_estimator, grpo.algo.clip_high, grpo.algo.loss_agg) == (
+        "grpo",
+        0.2,
+        "token-mean",
+    )
     assert not grpo.replay.enabled and grpo.algo.group_filter_ratio == 1.0 and grpo.algo.kl_coef > 0
     assert (drbot.algo.adv_estimator, drbot.algo.clip_high) == ("dr_grpo", 0.28)
-    assert drbot.algo.loss_agg == "seq-mean-token-sum-norm" and drbot.algo.group_filter_ratio == 0.75
-    assert drbot.algo.kl_coef == 0 and not drbot.replay.enabled and drbot.algo.toolcall_schedule == "none"
+    assert (
+        drbot.algo.loss_agg == "seq-mean-token-sum-norm" and drbot.algo.group_filter_ratio == 0.75
+    )
+    assert (
+        drbot.algo.kl_coef == 0
+        and not drbot.replay.enabled
+        and drbot.algo.toolcall_schedule == "none"
+    )
     # SPEAR = Dr.BoT + intrinsic reward + replay + clip_cov; everything else inherited
-    assert spear.replay.enabled and spear.algo.loss == "clip_cov" and spear.algo.toolcall_schedule == "cosine"
+    assert (
+        spear.replay.enabled
+        and spear.algo.loss == "clip_cov"
+        and spear.algo.toolcall_schedule == "cosine"
+    )
     assert spear.algo.adv_estimator == drbot.algo.adv_estimator and spear.rollout == drbot.rollout
 
 
 def test_overrides_parse_types_and_nesting():
-    over = parse_overrides(["--algo.loss=clip_cov", "--train.steps", "7", "--env.kwargs={size: 5}", "--train.lr=1e-3"])
-    assert over == {"algo": {"loss": "clip_cov"}, "train": {"steps": 7, "lr": "1e-3"}, "env": {"kwargs": {"size": 5}}}
+    over = parse_overrides(
+        ["--algo.loss=clip_cov", "--train.steps", "7", "--env.kwargs={size: 5}", "--train.lr=1e-3"]
+    )
+    assert over == {
+        "algo": {"loss": "clip_cov"},
+        "train": {"steps": 7, "lr": "1e-3"},
+        "env": {"kwargs": {"size": 5}},
+    }
     cfg = load_config("sokoban/spear", over)
-    assert cfg.algo.loss == "clip_cov" and cfg.train.steps == 7 and cfg.train.lr == pytest.approx(1e-3)
-    assert cfg.env.kwargs == {"size": 5}  # kwargs replace, not merge: the recipe's env is replaced whole
+    assert (
+        cfg.algo.loss == "clip_cov" and cfg.train.steps == 7 and cfg.train.lr == pytest.approx(1e-3)
+    )
+    assert cfg.env.kwargs == {
+        "size": 5
+    }  # kwargs replace, not merge: the recipe's env is replaced whole
 
 
 def test_unknown_key_names_the_key_and_nearest_valid_one():

@@ -14,7 +14,9 @@ from spear_rl.train.trainer import train
 
 
 def eval_curve(records: list[dict]) -> tuple[list[int], list[float]]:
-    points = [(r["step"], float(r["eval/success_rate"])) for r in records if "eval/success_rate" in r]
+    points = [
+        (r["step"], float(r["eval/success_rate"])) for r in records if "eval/success_rate" in r
+    ]
     return [p[0] for p in points], [p[1] for p in points]
 
 
@@ -22,7 +24,9 @@ def area_under_curve(steps: list[int], values: list[float]) -> float:
     """Trapezoid area under the success curve, divided by the step span (a mean success)."""
     if len(steps) < 2:
         return values[0] if values else float("nan")
-    area = sum((steps[i + 1] - steps[i]) * (values[i] + values[i + 1]) / 2 for i in range(len(steps) - 1))
+    area = sum(
+        (steps[i + 1] - steps[i]) * (values[i] + values[i + 1]) / 2 for i in range(len(steps) - 1)
+    )
     return area / (steps[-1] - steps[0])
 
 
@@ -56,13 +60,22 @@ def compare(
         for seed in seeds:
             run_dir = out_dir / f"{preset}-seed{seed}"
             if not (run_dir / "result.json").exists():
-                over = deep_merge(overrides or {}, {
-                    "train": {"seed": seed, "run_name": run_dir.name, "output_dir": str(out_dir)},
-                    "log": {"preset": preset},
-                })
+                over = deep_merge(
+                    overrides or {},
+                    {
+                        "train": {
+                            "seed": seed,
+                            "run_name": run_dir.name,
+                            "output_dir": str(out_dir),
+                        },
+                        "log": {"preset": preset},
+                    },
+                )
                 echo(f"=== {preset} seed {seed} ===")
                 train(load_config(f"{env_recipes}/{preset}", over), echo=echo)
-            runs.setdefault(preset, []).append({"seed": seed, "run_dir": str(run_dir), **summarise_run(run_dir)})
+            runs.setdefault(preset, []).append(
+                {"seed": seed, "run_dir": str(run_dir), **summarise_run(run_dir)}
+            )
     table = {}
     for preset, items in runs.items():
         row = {}
@@ -82,7 +95,10 @@ def markdown_table(table: dict[str, dict[str, tuple[float, float]]], n_seeds: in
         "|---|---|---|---|---|",
     ]
     for preset, row in table.items():
-        cells = [f"{m:.3f} ± {s:.3f}" for m, s in (row[k] for k in ("final_success", "best_success", "auc_success"))]
+        cells = [
+            f"{m:.3f} ± {s:.3f}"
+            for m, s in (row[k] for k in ("final_success", "best_success", "auc_success"))
+        ]
         m, s = row["wall_seconds"]
         lines.append(f"| {preset} | " + " | ".join(cells) + f" | {m:.0f} ± {s:.0f} |")
     return "\n".join(lines) + "\n"

@@ -37,7 +37,8 @@ def evaluate_policy(
         "eval/success_rate": sum(t.won for t in trajs) / n,
         "eval/episode_reward": sum(t.episode_reward for t in trajs) / n,
         "eval/turns": sum(len(t.turns) for t in trajs) / n,
-        "eval/invalid_rate": sum(t.invalid_turns for t in trajs) / max(1, sum(len(t.turns) for t in trajs)),
+        "eval/invalid_rate": sum(t.invalid_turns for t in trajs)
+        / max(1, sum(len(t.turns) for t in trajs)),
         "eval/seconds": sum(result.timings.values()),
     }
     return metrics, trajs

@@ -18,7 +18,9 @@ class MissingExtraError(RuntimeError):
 
 
 class MetricsLogger:
-    def __init__(self, run_dir: Path, cfg: LogConfig, config_dict: dict[str, Any], resume: bool) -> None:
+    def __init__(
+        self, run_dir: Path, cfg: LogConfig, config_dict: dict[str, Any], resume: bool
+    ) -> None:
         self.path = run_dir / "metrics.jsonl"
         self._file = self.path.open("a" if resume else "w", encoding="utf-8")
         self._tb = None
@@ -37,13 +39,20 @@ class MetricsLogger:
             except ImportError:
                 raise MissingExtraError("log.wandb=true needs wandb: pip install wandb") from None
             self._wandb = wandb.init(
-                project=cfg.wandb_project, name=run_dir.name, dir=str(run_dir), config=config_dict,
+                project=cfg.wandb_project,
+                name=run_dir.name,
+                dir=str(run_dir),
+                config=config_dict,
                 resume="allow",
             )
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         clean = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
-        record = {"step": step, "time": time.time(), **{k: _json_number(v) for k, v in clean.items()}}
+        record = {
+            "step": step,
+            "time": time.time(),
+            **{k: _json_number(v) for k, v in clean.items()},
+        }
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
         if self._tb is not None:
@@ -87,11 +96,21 @@ class Progress:
         self.total = total
         self._bar = None
         if enabled and sys.stderr.isatty():
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
 
             self._bar = Progress(
-                TextColumn("[bold]RL"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                TextColumn("{task.fields[info]}"), transient=False,
+                TextColumn("[bold]RL"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("{task.fields[info]}"),
+                transient=False,
             )
             self._task = self._bar.add_task("train", total=total, completed=start, info="")
             self._bar.start()

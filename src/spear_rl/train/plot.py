@@ -42,7 +42,9 @@ def plot_runs(run_dirs: list[Path], out: Path, labels: list[str] | None = None) 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = [(labels[i] if labels else run_label(d), read_metrics(d)) for i, d in enumerate(run_dirs)]
+    runs = [
+        (labels[i] if labels else run_label(d), read_metrics(d)) for i, d in enumerate(run_dirs)
+    ]
     panels = [p for p in PANELS if any(series(recs, p[0])[0] for _, recs in runs)]
     if not panels:
         raise ValueError("no plottable metrics found in " + ", ".join(map(str, run_dirs)))
@@ -57,7 +59,7 @@ def plot_runs(run_dirs: list[Path], out: Path, labels: list[str] | None = None) 
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=8)
     fig.tight_layout()

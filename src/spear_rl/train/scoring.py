@@ -34,7 +34,9 @@ class ScoredBatch:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def assign_rewards(trajectories: list[Trajectory], cfg: AlgoConfig, toolcall_weight: float) -> float:
+def assign_rewards(
+    trajectories: list[Trajectory], cfg: AlgoConfig, toolcall_weight: float
+) -> float:
     """R_tau = E_tau + b_tau on every sample, plus that sample's invalid-format penalty (spec §1).
 
     Returns the mean intrinsic bonus per trajectory.
@@ -42,18 +44,27 @@ def assign_rewards(trajectories: list[Trajectory], cfg: AlgoConfig, toolcall_wei
     bonuses = []
     for traj in trajectories:
         calls = traj.all_turns_count if cfg.toolcall_count_invalid else traj.tool_calls
-        bonus = toolcall_bonus(calls, toolcall_weight, mode=cfg.toolcall_bonus_mode, correct=traj.won)
+        bonus = toolcall_bonus(
+            calls, toolcall_weight, mode=cfg.toolcall_bonus_mode, correct=traj.won
+        )
         bonuses.append(bonus)
         for sample in traj.samples:
             sample.reward = (
-                traj.episode_reward + bonus + invalid_penalty(sample.num_invalid, cfg.invalid_penalty)
+                traj.episode_reward
+                + bonus
+                + invalid_penalty(sample.num_invalid, cfg.invalid_penalty)
             )
     return sum(bonuses) / max(1, len(bonuses))
 
 
 def anchor_id(text: str) -> int:
     """A stable 63-bit id of an anchor observation (python's hash() is salted per process)."""
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "replace"), digest_size=8).digest(), "big") >> 1
+    return (
+        int.from_bytes(
+            hashlib.blake2b(text.encode("utf-8", "replace"), digest_size=8).digest(), "big"
+        )
+        >> 1
+    )
 
 
 def advantage_config(cfg: AlgoConfig) -> AdvantageConfig:
@@ -75,13 +86,16 @@ def filter_config(cfg: AlgoConfig) -> FilterConfig:
     )
 
 
-def score_batch(trajectories: list[Trajectory], cfg: AlgoConfig, toolcall_weight: float) -> ScoredBatch:
+def score_batch(
+    trajectories: list[Trajectory], cfg: AlgoConfig, toolcall_weight: float
+) -> ScoredBatch:
     samples = [s for traj in trajectories for s in traj.samples]
     bonus_mean = assign_rewards(trajectories, cfg, toolcall_weight)
 
     # Response filters zero a sample's loss; its reward still counts in the group statistics.
     keep, filter_counts = apply_response_filters(
-        [(s.truncated, s.valid, s.response_ids, s.response_text) for s in samples], filter_config(cfg)
+        [(s.truncated, s.valid, s.response_ids, s.response_text) for s in samples],
+        filter_config(cfg),
     )
 
     inp = AdvantageInput(
@@ -96,9 +110,13 @@ def score_batch(trajectories: list[Trajectory], cfg: AlgoConfig, toolcall_weight
     for sample, adv in zip(samples, advantages.tolist(), strict=True):
         sample.advantage = float(adv)
 
-    group_ids, means, stds = group_reward_stats(inp.rewards, inp.group_ids, inp.traj_ids, cfg.group_stats)
+    group_ids, means, stds = group_reward_stats(
+        inp.rewards, inp.group_ids, inp.traj_ids, cfg.group_stats
+    )
     kept_groups = set(
-        select_groups(group_ids.tolist(), stds.tolist(), cfg.group_filter_ratio, cfg.group_filter_mode)
+        select_groups(
+            group_ids.tolist(), stds.tolist(), cfg.group_filter_ratio, cfg.group_filter_mode
+        )
     )
     train = [s for s, k in zip(samples, keep, strict=True) if k and s.group_id in kept_groups]
 

@@ -22,15 +22,33 @@ CHOICES = {
 }
 
 POSITIVE = (
-    "train.steps", "train.batch_tasks", "train.ppo_epochs", "train.micro_batch_size",
-    "train.eval_episodes", "rollout.group_size", "rollout.max_turns", "rollout.max_response_tokens",
-    "replay.buffer_size", "replay.tolerate_steps", "replay.baseline_history",
+    "train.steps",
+    "train.batch_tasks",
+    "train.ppo_epochs",
+    "train.micro_batch_size",
+    "train.eval_episodes",
+    "rollout.group_size",
+    "rollout.max_turns",
+    "rollout.max_response_tokens",
+    "replay.buffer_size",
+    "replay.tolerate_steps",
+    "replay.baseline_history",
 )
 NON_NEGATIVE = (
-    "train.lr", "train.weight_decay", "train.warmup_steps", "train.mini_batch_size",
-    "train.eval_every", "train.checkpoint_every", "algo.invalid_penalty", "algo.entropy_coef",
-    "algo.kl_coef", "algo.toolcall_steps", "replay.coef", "replay.warmup_steps",
-    "replay.replay_batch", "sft.episodes",
+    "train.lr",
+    "train.weight_decay",
+    "train.warmup_steps",
+    "train.mini_batch_size",
+    "train.eval_every",
+    "train.checkpoint_every",
+    "algo.invalid_penalty",
+    "algo.entropy_coef",
+    "algo.kl_coef",
+    "algo.toolcall_steps",
+    "replay.coef",
+    "replay.warmup_steps",
+    "replay.replay_batch",
+    "sft.episodes",
 )
 
 
@@ -41,11 +59,17 @@ def get(cfg: Config, dotted: str):
 
 def validate_config(cfg: Config) -> None:
     if cfg.algo.adv_estimator not in ADV_ESTIMATORS:
-        raise ConfigError(f"algo.adv_estimator {cfg.algo.adv_estimator!r} unknown; known: {', '.join(ADV_ESTIMATORS.names())}")
+        raise ConfigError(
+            f"algo.adv_estimator {cfg.algo.adv_estimator!r} unknown; known: {', '.join(ADV_ESTIMATORS.names())}"
+        )
     if cfg.algo.loss not in POLICY_LOSSES:
-        raise ConfigError(f"algo.loss {cfg.algo.loss!r} unknown; known: {', '.join(POLICY_LOSSES.names())}")
+        raise ConfigError(
+            f"algo.loss {cfg.algo.loss!r} unknown; known: {', '.join(POLICY_LOSSES.names())}"
+        )
     if cfg.algo.loss_agg not in AGG_MODES:
-        raise ConfigError(f"algo.loss_agg {cfg.algo.loss_agg!r} unknown; known: {', '.join(AGG_MODES)}")
+        raise ConfigError(
+            f"algo.loss_agg {cfg.algo.loss_agg!r} unknown; known: {', '.join(AGG_MODES)}"
+        )
     for key, options in CHOICES.items():
         if get(cfg, key) not in options:
             raise ConfigError(f"{key} must be one of {', '.join(options)}; got {get(cfg, key)!r}")
@@ -56,10 +80,14 @@ def validate_config(cfg: Config) -> None:
         if get(cfg, key) < 0:
             raise ConfigError(f"{key} must be >= 0; got {get(cfg, key)!r}")
     if not 0 < cfg.algo.group_filter_ratio <= 1:
-        raise ConfigError(f"algo.group_filter_ratio must be in (0, 1]; got {cfg.algo.group_filter_ratio}")
+        raise ConfigError(
+            f"algo.group_filter_ratio must be in (0, 1]; got {cfg.algo.group_filter_ratio}"
+        )
     if not 0 <= cfg.algo.clip_low < 1 or cfg.algo.clip_high < 0:
         raise ConfigError("algo.clip_low must be in [0, 1) and algo.clip_high >= 0")
     if cfg.rollout.temperature <= 0:
         raise ConfigError("rollout.temperature must be > 0 (training needs sampling log-probs)")
     if cfg.algo.adv_estimator == "gigpo" and cfg.rollout.layout != "per_turn":
-        raise ConfigError("algo.adv_estimator=gigpo needs rollout.layout=per_turn (step groups are turns)")
+        raise ConfigError(
+            "algo.adv_estimator=gigpo needs rollout.layout=per_turn (step groups are turns)"
+        )
