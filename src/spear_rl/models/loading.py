@@ -117,6 +117,12 @@ def _load_pretrained(path: str, gguf_file: str | None, dtype):
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
     except Exception as err:
         raise ModelLoadError(f"cannot load the model in {path!r}: {_one_line(err)}") from None
+    if gguf_file is not None:
+        # GGUF weights are de-quantised to `dtype` on load; drop the quantiser mark so checkpoints
+        # save as an ordinary model that plain transformers loads.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token  # masks, not the pad id, decide what is attended
     tokenizer.padding_side = "right"
