@@ -18,8 +18,7 @@ from pathlib import Path
 
 from spear_rl.train.config import load_config, parse_overrides
 from spear_rl.train.evaluate import eval_seeds, evaluate_policy
-from spear_rl.train.sft import run_sft
-from spear_rl.train.trainer import build_policy, make_env_factory, set_threads
+from spear_rl.train.trainer import build_policy, make_env_factory, set_threads, sft_warm_start
 
 
 def random_policy_success(env_factory, episodes: int, max_turns: int) -> float:
@@ -51,15 +50,7 @@ def main() -> None:
     env_factory = make_env_factory(cfg)
     t0 = time.time()
     model, tokenizer = build_policy(cfg, env_factory, None)
-    stats = run_sft(
-        model,
-        tokenizer,
-        env_factory,
-        range(cfg.sft.episodes),
-        cfg.rollout,
-        cfg.sft,
-        seed=cfg.train.seed,
-    )
+    stats = sft_warm_start(model, tokenizer, env_factory, cfg)
     sft_seconds = time.time() - t0
     metrics, _ = evaluate_policy(
         model, tokenizer, env_factory, cfg.rollout, args.episodes, seed=cfg.train.seed

@@ -79,15 +79,7 @@ def train(
     logger = MetricsLogger(run_dir, cfg.log, cfg.to_dict(), resume=checkpoint is not None)
     if checkpoint is None and cfg.sft.episodes > 0:
         echo(f"SFT warm start on {cfg.sft.episodes} expert episodes ...")
-        sft_stats = run_sft(
-            model,
-            tokenizer,
-            env_factory,
-            range(cfg.sft.episodes),
-            cfg.rollout,
-            cfg.sft,
-            seed=cfg.train.seed,
-        )
+        sft_stats = sft_warm_start(model, tokenizer, env_factory, cfg)
         logger.log(0, {f"sft/{k}": v for k, v in sft_stats.items() if isinstance(v, int | float)})
         echo(f"SFT done: {fmt_stats(sft_stats)}")
 
@@ -337,6 +329,19 @@ def build_policy(cfg: Config, env_factory, checkpoint: Path | None):
     corpus_seeds = range(max(64, cfg.sft.episodes))
     return load_policy(
         cfg.model, corpus=lambda: sft_corpus_texts(env_factory, corpus_seeds), seed=cfg.train.seed
+    )
+
+
+def sft_warm_start(model, tokenizer, env_factory, cfg: Config) -> dict[str, Any]:
+    """SFT on expert episodes of training seeds 0..sft.episodes-1, rendered as the rollout renders."""
+    return run_sft(
+        model,
+        tokenizer,
+        env_factory,
+        range(cfg.sft.episodes),
+        cfg.rollout,
+        cfg.sft,
+        seed=cfg.train.seed,
     )
 
 
