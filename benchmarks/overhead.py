@@ -6,7 +6,7 @@ update / replay maintenance) as SPEAR / Dr.BoT ratios. Because the two policies 
 first update, it also reports update time per trained token, which isolates the extra
 forward/backward of the replay term from differences in episode length.
 
-    python benchmarks/overhead.py --env sokoban --steps 8 --repeats 2
+    python benchmarks/overhead.py --env sokoban --steps 8 --repeats 2 [--train.threads=1 ...]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from spear_rl.train.config import load_config
+from spear_rl.train.config import deep_merge, load_config, parse_overrides
 from spear_rl.train.metrics import read_metrics
 from spear_rl.train.trainer import train
 
@@ -27,19 +27,21 @@ PARTS = ("time/step", "time/generate", "time/env", "time/update", "time/replay_m
 def run_once(
     env: str, preset: str, steps: int, seed: int, out: Path, tag: str, extra: dict
 ) -> list[dict]:
-    overrides = {
-        "train": {
-            "steps": steps,
-            "seed": seed,
-            "eval_every": 0,
-            "eval_episodes": 8,
-            "checkpoint_every": 0,
-            "output_dir": str(out),
-            "run_name": f"{preset}-{tag}",
+    overrides = deep_merge(
+        extra,
+        {
+            "train": {
+                "steps": steps,
+                "seed": seed,
+                "eval_every": 0,
+                "eval_episodes": 8,
+                "checkpoint_every": 0,
+                "output_dir": str(out),
+                "run_name": f"{preset}-{tag}",
+            },
+            "log": {"progress": False},
         },
-        "log": {"progress": False},
-        **extra,
-    }
+    )
     result = train(load_config(f"{env}/{preset}", overrides), echo=lambda *_: None)
     return [r for r in read_metrics(result.run_dir) if r["step"] > 0]
 
@@ -65,8 +67,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sft-episodes", type=int, default=None, help="override sft.episodes")
     parser.add_argument("--out", default="benchmarks/results/overhead.json")
-    args = parser.parse_args()
-    extra = {"sft": {"episodes": args.sft_episodes}} if args.sft_episodes is not None else {}
+    args, rest = parser.parse_known_args()
+    extra = parse_overrides(rest)  # e.g. --train.threads=1
+    if args.sft_episodes is not None:
+        extra = deep_merge(extra, {"sft": {"episodes": args.sft_episodes}})
 
     records: dict[str, list[dict]] = {"drbot": [], "spear": []}
     with tempfile.TemporaryDirectory() as tmp:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from spear_rl.train.config import load_config, parse_overrides
 from spear_rl.train.evaluate import eval_seeds, evaluate_policy
-from spear_rl.train.trainer import build_policy, make_env_factory, set_threads, sft_warm_start
+from spear_rl.train.trainer import make_env_factory, set_threads
+from spear_rl.train.warm_start import build_policy, sft_warm_start
 
 
 def random_policy_success(env_factory, episodes: int, max_turns: int) -> float:

@@ -142,6 +142,7 @@ def test_fixed_split_ignores_file_order_and_keeps_duplicates_together(tmp_path):
 
 def test_parquet_file_and_separate_eval_file(tmp_path):
     import datasets  # the `math` extra; CI installs it
+
     path = str(tmp_path / "train.parquet")
     datasets.Dataset.from_list(
         [{"question": "What is 3 * 3?", "answer": 9}, {"question": "1+1?", "answer": 2}]
@@ -182,6 +183,7 @@ def test_gold_answer_reduces_rationales():
 
 def test_champ_adapter():
     import champ_dataset  # noqa: F401  (the `math` extra)
+
     source = load_problems("champ")
     assert len(source) == 270
     assert source.problem(0).source.startswith("champ:P_")
@@ -192,6 +194,7 @@ def test_champ_adapter():
 @pytest.mark.slow  # importing reasoning_gym takes several seconds
 def test_reasoning_gym_adapter():
     import reasoning_gym  # noqa: F401  (the `math` extra)
+
     source = load_problems("reasoning_gym:basic_arithmetic", eval_fraction=0.2)
     problems = [source.problem(s) for s in range(30)]
     assert all(p.answer for p in problems) and problems == [source.problem(s) for s in range(30)]

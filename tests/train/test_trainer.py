@@ -25,8 +25,12 @@ TINY = {
     "replay": {"warmup_steps": 1, "tolerate_steps": 3},
     # a policy warmed up for seconds writes mostly invalid turns; with the Dr.BoT filters on they
     # would all be dropped and no update would run, so these short runs train on everything
-    "algo": {"filter_incomplete": False, "filter_overlong": False, "filter_unreadable": False,
-             "group_filter_ratio": 1.0},
+    "algo": {
+        "filter_incomplete": False,
+        "filter_overlong": False,
+        "filter_unreadable": False,
+        "group_filter_ratio": 1.0,
+    },
     "log": {"progress": False, "sample_trajectories": 2},
 }
 

@@ -55,6 +55,9 @@ def compare(
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
+    # presets on one seed usually share the SFT warm start: do it once per seed
+    if "cache_dir" not in (overrides or {}).get("sft", {}):
+        overrides = deep_merge(overrides or {}, {"sft": {"cache_dir": str(out_dir / "sft_cache")}})
     runs: dict[str, list[dict[str, Any]]] = {}
     for preset in presets:
         for seed in seeds:

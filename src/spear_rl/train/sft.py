@@ -48,6 +48,9 @@ class SFTConfig:
     # from scratch needs it: with response-only loss it stayed at the uniform-action plateau on
     # Sokoban for 1000+ steps, while predicting the observations teaches it to read them.
     prompt_loss_weight: float = 1.0
+    # Folder to cache the warmed-up policy in, keyed by every setting SFT depends on; runs that share
+    # the key (e.g. presets of an ablation on one seed) load it instead of repeating SFT. "" = off.
+    cache_dir: str = ""
 
 
 def expert_trajectories(

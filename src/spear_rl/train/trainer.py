@@ -24,7 +24,6 @@ from spear_rl.algos.losses import PolicyLossConfig
 from spear_rl.algos.replay import ReplayBuffer, ReplayConfig, ReplayItem
 from spear_rl.algos.schedules import replay_coefficient, toolcall_weight
 from spear_rl.envs.base import EVAL_SEED_OFFSET, make_env
-from spear_rl.models.loading import load_policy
 from spear_rl.rollout.runner import run_rollout
 from spear_rl.train.checkpoint import (
     latest_checkpoint,
@@ -36,9 +35,9 @@ from spear_rl.train.config import Config, config_from_dict, deep_merge
 from spear_rl.train.evaluate import evaluate_policy, write_trajectories
 from spear_rl.train.metrics import MetricsLogger, Progress
 from spear_rl.train.scoring import ScoredBatch, score_batch
-from spear_rl.train.sft import run_sft, sft_corpus_texts
 from spear_rl.train.update import LossSpec, UpdateSettings, policy_update
 from spear_rl.train.validate import validate_config
+from spear_rl.train.warm_start import build_policy, initial_policy
 
 
 @dataclass
@@ -73,15 +72,18 @@ def train(
     device = pick_device(cfg.train.device)
     env_factory = make_env_factory(cfg)
 
-    # ---- policy: fresh (+ SFT warm start) or from the checkpoint --------------------------------
-    model, tokenizer = build_policy(cfg, env_factory, checkpoint)
-    model.to(device)
+    # ---- policy: fresh + SFT warm start (or its cached copy), or from the checkpoint ----------------
     logger = MetricsLogger(run_dir, cfg.log, cfg.to_dict(), resume=checkpoint is not None)
-    if checkpoint is None and cfg.sft.episodes > 0:
-        echo(f"SFT warm start on {cfg.sft.episodes} expert episodes ...")
-        sft_stats = sft_warm_start(model, tokenizer, env_factory, cfg)
-        logger.log(0, {f"sft/{k}": v for k, v in sft_stats.items() if isinstance(v, int | float)})
-        echo(f"SFT done: {fmt_stats(sft_stats)}")
+    if checkpoint is None:
+        model, tokenizer, sft_stats = initial_policy(cfg, env_factory, echo)
+        if sft_stats:
+            logger.log(
+                0, {f"sft/{k}": v for k, v in sft_stats.items() if isinstance(v, int | float)}
+            )
+            echo(f"SFT done: {fmt_stats(sft_stats)}")
+    else:
+        model, tokenizer = build_policy(cfg, env_factory, checkpoint)
+    model.to(device)
 
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad],
@@ -317,31 +319,6 @@ def replay_config(cfg: Config) -> ReplayConfig:
         sampling=r.sampling,
         trigger=r.trigger,
         replay_batch=r.replay_batch,
-    )
-
-
-def build_policy(cfg: Config, env_factory, checkpoint: Path | None):
-    if checkpoint is not None:
-        model_cfg = dataclasses.replace(
-            cfg.model, name_or_path=str(checkpoint / "model"), gguf_file=None
-        )
-        return load_policy(model_cfg, seed=cfg.train.seed)
-    corpus_seeds = range(max(64, cfg.sft.episodes))
-    return load_policy(
-        cfg.model, corpus=lambda: sft_corpus_texts(env_factory, corpus_seeds), seed=cfg.train.seed
-    )
-
-
-def sft_warm_start(model, tokenizer, env_factory, cfg: Config) -> dict[str, Any]:
-    """SFT on expert episodes of training seeds 0..sft.episodes-1, rendered as the rollout renders."""
-    return run_sft(
-        model,
-        tokenizer,
-        env_factory,
-        range(cfg.sft.episodes),
-        cfg.rollout,
-        cfg.sft,
-        seed=cfg.train.seed,
     )
 
 

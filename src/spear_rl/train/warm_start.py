@@ -1,0 +1,101 @@
+"""The policy a run starts from: a fresh model plus the SFT warm start, optionally cached on disk.
+
+Ablations run many presets from the same seed, and each would repeat the same SFT. With
+`sft.cache_dir` set, the warmed-up model and tokenizer are saved under a key that hashes every
+setting SFT depends on (model, env, rollout, sft sections, the seed and the package version), and
+later runs with the same key load them instead of training again. The load is exact (safetensors),
+so a cached start and a fresh one give the same run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import spear_rl
+from spear_rl.models.loading import load_policy
+from spear_rl.train.config import Config
+from spear_rl.train.sft import run_sft, sft_corpus_texts
+
+_DONE = "sft_stats.json"  # written last: its presence marks a complete cache entry
+
+
+def build_policy(cfg: Config, env_factory, checkpoint: Path | None):
+    """A fresh policy (the tiny tokenizer trained on env text), or the model of a checkpoint."""
+    if checkpoint is not None:
+        model_cfg = dataclasses.replace(
+            cfg.model, name_or_path=str(checkpoint / "model"), gguf_file=None
+        )
+        return load_policy(model_cfg, seed=cfg.train.seed)
+    corpus_seeds = range(max(64, cfg.sft.episodes))
+    return load_policy(
+        cfg.model, corpus=lambda: sft_corpus_texts(env_factory, corpus_seeds), seed=cfg.train.seed
+    )
+
+
+def sft_warm_start(model, tokenizer, env_factory, cfg: Config) -> dict[str, Any]:
+    """SFT on expert episodes of training seeds 0..sft.episodes-1, rendered as the rollout renders."""
+    return run_sft(
+        model,
+        tokenizer,
+        env_factory,
+        range(cfg.sft.episodes),
+        cfg.rollout,
+        cfg.sft,
+        seed=cfg.train.seed,
+    )
+
+
+def sft_cache_key(cfg: Config) -> str:
+    settings = {
+        "model": dataclasses.asdict(cfg.model),
+        "env": dataclasses.asdict(cfg.env),
+        "rollout": dataclasses.asdict(cfg.rollout),
+        "sft": {k: v for k, v in dataclasses.asdict(cfg.sft).items() if k != "cache_dir"},
+        "seed": cfg.train.seed,
+        "version": spear_rl.__version__,
+    }
+    blob = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def initial_policy(cfg: Config, env_factory, echo=print) -> tuple[Any, Any, dict[str, Any]]:
+    """`(model, tokenizer, sft_stats)` for a new run: built and warmed up, or loaded from the cache."""
+    entry = Path(cfg.sft.cache_dir) / sft_cache_key(cfg) if cfg.sft.cache_dir else None
+    if entry is not None and (entry / _DONE).is_file():
+        echo(f"SFT warm start loaded from the cache: {entry}")
+        model_cfg = dataclasses.replace(
+            cfg.model, name_or_path=str(entry / "model"), gguf_file=None
+        )
+        model, tokenizer = load_policy(model_cfg, seed=cfg.train.seed)
+        return model, tokenizer, json.loads((entry / _DONE).read_text())
+    model, tokenizer = build_policy(cfg, env_factory, None)
+    if cfg.sft.episodes == 0:
+        return model, tokenizer, {}
+    echo(f"SFT warm start on {cfg.sft.episodes} expert episodes ...")
+    stats = sft_warm_start(model, tokenizer, env_factory, cfg)
+    if entry is not None:
+        save_entry(entry, model, tokenizer, stats)
+        echo(f"SFT warm start cached in {entry}")
+    return model, tokenizer, stats
+
+
+def save_entry(entry: Path, model, tokenizer, stats: dict[str, Any]) -> None:
+    """Write to a temporary folder, then rename: a crash never leaves a half entry that loads."""
+    tmp = entry.with_name(f"{entry.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp / "model")
+    tokenizer.save_pretrained(tmp / "model")
+    plain = {k: v for k, v in stats.items() if isinstance(v, int | float | str)}
+    (tmp / _DONE).write_text(json.dumps(plain, indent=2))
+    if entry.exists() and not (entry / _DONE).is_file():
+        shutil.rmtree(entry, ignore_errors=True)  # left by a crash before the rename was possible
+    try:
+        tmp.rename(entry)
+    except OSError:  # another run finished the same entry first: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,71 @@
+"""The SFT warm-start cache: a cached start gives the same run as a fresh one, keyed correctly."""
+
+import pytest
+import torch
+from test_trainer import TINY
+
+from spear_rl.train.config import ConfigError, deep_merge, load_config
+from spear_rl.train.metrics import read_metrics
+from spear_rl.train.trainer import train
+from spear_rl.train.validate import validate_config
+from spear_rl.train.warm_start import sft_cache_key
+
+VOLATILE = ("time", "eval/seconds", "sft/seconds", "sft/tokens_per_s")
+
+
+def config(tmp_path, name, cache, **extra):
+    over = deep_merge(
+        TINY,
+        {
+            "train": {"output_dir": str(tmp_path), "run_name": name, "checkpoint_every": 0},
+            "sft": {"cache_dir": str(cache)},
+        },
+    )
+    return load_config("sokoban/spear", deep_merge(over, extra))
+
+
+def comparable(run_dir):
+    return {
+        r["step"]: {k: v for k, v in r.items() if not k.startswith(VOLATILE)}
+        for r in read_metrics(run_dir)
+    }
+
+
+def test_cached_warm_start_gives_the_same_run(tmp_path):
+    torch.set_num_threads(1)
+    cache = tmp_path / "cache"
+    lines: list[str] = []
+    fresh = train(config(tmp_path, "fresh", cache), echo=lines.append)
+    assert any("cached in" in line for line in lines)
+    (entry,) = [p for p in cache.iterdir()]
+    assert (entry / "sft_stats.json").is_file() and (entry / "model").is_dir()
+
+    lines.clear()
+    cached = train(config(tmp_path, "cached", cache), echo=lines.append)
+    assert any("loaded from the cache" in line for line in lines)
+    assert not any("SFT warm start on" in line for line in lines)
+    a, b = comparable(fresh.run_dir), comparable(cached.run_dir)
+    assert sorted(a) == sorted(b)
+    for step in a:
+        assert a[step] == pytest.approx(b[step], rel=1e-5, abs=1e-6), step
+
+
+def test_cache_key_covers_what_sft_depends_on(tmp_path):
+    base = config(tmp_path, "k", tmp_path)
+    same_sft_other_algo = config(
+        tmp_path, "k", tmp_path, algo={"loss": "vanilla"}, train={"lr": 1e-3}
+    )
+    assert sft_cache_key(base) == sft_cache_key(same_sft_other_algo)
+    for extra in (
+        {"train": {"seed": 1}},
+        {"sft": {"episodes": 9}},
+        {"rollout": {"history_turns": 3}},
+        {"env": {"kwargs": {"size": 7}}},
+        {"model": {"tiny_layers": 2}},
+    ):
+        assert sft_cache_key(config(tmp_path, "k", tmp_path, **extra)) != sft_cache_key(base), extra
+
+
+def test_cache_refuses_lora(tmp_path):
+    with pytest.raises(ConfigError, match="sft.cache_dir"):
+        validate_config(config(tmp_path, "k", tmp_path, model={"lora_rank": 4}))
