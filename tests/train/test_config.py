@@ -58,9 +58,19 @@ def test_overrides_parse_types_and_nesting():
     assert (
         cfg.algo.loss == "clip_cov" and cfg.train.steps == 7 and cfg.train.lr == pytest.approx(1e-3)
     )
-    assert cfg.env.kwargs == {
-        "size": 5
-    }  # kwargs replace, not merge: the recipe's env is replaced whole
+    # one kwarg changes, the recipe's others stay
+    assert cfg.env.kwargs == {"size": 5, "num_boxes": 1, "max_steps": 20}
+    dotted = load_config("alfworld/spear", parse_overrides(["--env.kwargs.num_receptacles=5"]))
+    assert dotted.env.kwargs == {"max_steps": 20, "num_receptacles": 5, "num_distractors": 4}
+
+
+def test_switching_env_starts_kwargs_afresh():
+    cfg = load_config("sokoban/spear", parse_overrides(["--env.name=alfworld"]))
+    assert cfg.env.name == "alfworld" and cfg.env.kwargs == {}
+    cfg = load_config(
+        "webshop/spear", parse_overrides(["--env.name=webshop_http", "--env.kwargs.url=http://x"])
+    )
+    assert cfg.env.kwargs == {"url": "http://x"}
 
 
 def test_unknown_key_names_the_key_and_nearest_valid_one():

@@ -34,7 +34,9 @@ class ConfigError(ValueError):
 @dataclass
 class EnvConfig:
     name: str = "sokoban"  # sokoban | alfworld | webshop | webshop_http | math_tool
-    kwargs: dict[str, Any] = field(default_factory=dict)  # passed to the env class
+    kwargs: dict[str, Any] = field(
+        default_factory=dict
+    )  # passed to the env class; --env.kwargs.K=V sets one (a new env.name starts them afresh)
 
 
 @dataclass
@@ -186,9 +188,19 @@ def read_recipe(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` on top of `base`, key by key at every depth (env.kwargs included: `--env.kwargs.size=7`
+    changes one kwarg). One exception: a layer that names a different env starts its kwargs afresh,
+    since one env's kwargs mean nothing to another."""
+    env_base, env_over = base.get("env"), over.get("env")
+    if (
+        isinstance(env_base, dict)
+        and isinstance(env_over, dict)
+        and env_over.get("name", env_base.get("name")) != env_base.get("name")
+    ):
+        base = {**base, "env": {k: v for k, v in env_base.items() if k != "kwargs"}}
     merged = dict(base)
     for key, value in over.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "kwargs":
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = value

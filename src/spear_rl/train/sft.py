@@ -51,6 +51,10 @@ class SFTConfig:
     # Folder to cache the warmed-up policy in, keyed by every setting SFT depends on; runs that share
     # the key (e.g. presets of an ablation on one seed) load it instead of repeating SFT. "" = off.
     cache_dir: str = ""
+    # Share of expert turns replaced by a random admissible action (kept in the history, not trained
+    # on), so the data also shows the expert recovering from off-plan states, as DART does (Laskey
+    # et al. 2017). A policy that never saw its own slips drifts off the data after the first one.
+    detour_rate: float = 0.0
 
 
 def expert_trajectories(
@@ -70,7 +74,7 @@ def expert_trajectories(
     return episodes
 
 
-def _play_experts(tokenizer, env_factory, seeds, rollout_cfg, thought):
+def _play_experts(tokenizer, env_factory, seeds, rollout_cfg, thought, detour_rate=0.0):
     end = end_of_turn_id(tokenizer)
     episodes: list[list[tuple[list[int], list[int]]]] = []
     wins = 0
@@ -80,16 +84,21 @@ def _play_experts(tokenizer, env_factory, seeds, rollout_cfg, thought):
             env.reset(int(seed))
             renderer = EpisodeRenderer(tokenizer, env, rollout_cfg)
             pairs: list[tuple[list[int], list[int]]] = []
+            rng = random.Random(int(seed))
             for _ in range(rollout_cfg.max_turns):
                 prompt = renderer.next_prompt()
                 action = env.expert_action()
                 if prompt is None or action is None:
                     break
+                detour = bool(env.admissible_actions) and rng.random() < detour_rate
+                if detour:
+                    action = rng.choice(env.admissible_actions)
                 text = env.format_action(action, thought)
                 response = tokenizer.encode(text, add_special_tokens=False) + [end]
                 observation = env.observation
                 result = env.step(text)
-                pairs.append((prompt, response))
+                if not detour:
+                    pairs.append((prompt, response))
                 renderer.record(observation, response, [0.0] * len(response), text, result)
                 if result.done:
                     break
@@ -147,7 +156,9 @@ def run_sft(
     """Train on expert turns (loss on response tokens only, AdamW). Returns stats: loss_first,
     loss_last, steps, pairs, expert_success_rate, tokens_per_s, seconds, ..."""
     started = time.perf_counter()
-    episodes, wins = _play_experts(tokenizer, env_factory, seeds, rollout_cfg, sft_cfg.thought)
+    episodes, wins = _play_experts(
+        tokenizer, env_factory, seeds, rollout_cfg, sft_cfg.thought, sft_cfg.detour_rate
+    )
     samples = [
         Sample(prompt, response, [1] * len(response), [0.0] * len(response), group_id=0, traj_id=i)
         for i, (prompt, response) in enumerate(p for episode in episodes for p in episode)

@@ -96,3 +96,5 @@ def validate_config(cfg: Config) -> None:
             "sft.cache_dir cannot cache a LoRA-wrapped policy (only its adapters would be saved); "
             "set sft.cache_dir='' or model.lora_rank=0"
         )
+    if not 0 <= cfg.sft.detour_rate < 1:
+        raise ConfigError(f"sft.detour_rate must be in [0, 1); got {cfg.sft.detour_rate}")
