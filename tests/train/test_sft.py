@@ -79,6 +79,24 @@ def test_sft_prompts_equal_rollout_prompts(policy, monkeypatch, layout):
                 assert response == context[at : at + len(response)]
 
 
+def test_detours_stay_in_the_history_but_are_not_trained_on(policy):
+    _, tokenizer = policy
+    cfg = RolloutConfig(group_size=1, max_turns=12, history_turns=12)
+    seeds = list(range(20))
+    plain = expert_trajectories(tokenizer, CorridorEnv, seeds, cfg)
+    detoured = expert_trajectories(tokenizer, CorridorEnv, seeds, cfg, detour_rate=0.4)
+    changed = 0
+    for pairs, plain_pairs in zip(detoured, plain, strict=True):
+        for prompt, response in pairs:  # every trained response is the expert's move in its state
+            text = tokenizer.decode(prompt)
+            position = int(re.findall(r"You are at cell (\d+) of", text)[-1])
+            goal = int(re.search(r"exit at cell (\d+)", text).group(1))
+            expert = "left" if goal < position else "right"
+            assert f"<action>{expert}</action>" in tokenizer.decode(response)
+        changed += pairs != plain_pairs
+    assert changed > 0  # some episodes took detours, and the expert recovered from them
+
+
 def _expert_loss(model, tokenizer, cfg):
     pairs = [
         p for episode in expert_trajectories(tokenizer, CorridorEnv, SEEDS, cfg) for p in episode

@@ -63,6 +63,7 @@ def expert_trajectories(
     seeds: Sequence[int],
     rollout_cfg: RolloutConfig,
     thought: str = "",
+    detour_rate: float = 0.0,
 ) -> list[list[tuple[list[int], list[int]]]]:
     """Per expert episode, the (prompt_ids, response_ids) of each turn.
 
@@ -70,7 +71,7 @@ def expert_trajectories(
     conversation so far in the whole layout); response_ids: the formatted expert action + end-of-turn.
     An episode stops when the env has no expert action, the prompt no longer fits, or max_turns.
     """
-    episodes, _ = _play_experts(tokenizer, env_factory, seeds, rollout_cfg, thought)
+    episodes, _ = _play_experts(tokenizer, env_factory, seeds, rollout_cfg, thought, detour_rate)
     return episodes
 
 
