@@ -111,11 +111,17 @@ def test_plot_writes_a_png(two_step_run, tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
 
 
-def test_resume_continues_the_same_run(tmp_path):
-    """4 steps in one go == 2 steps, then --resume for 2 more (same metrics, fixed seeds, CPU)."""
+@pytest.mark.parametrize("model", [{}, {"lora_rank": 4}], ids=["full", "lora"])
+def test_resume_continues_the_same_run(tmp_path, model):
+    """4 steps in one go == 2 steps, then --resume for 2 more (same metrics, fixed seeds, CPU).
+    A LoRA run resumes from its saved adapters on the rebuilt base."""
     torch.set_num_threads(1)
-    straight = train(tiny_config(tmp_path, "straight", train={"steps": 4}), echo=lambda *_: None)
-    first = train(tiny_config(tmp_path, "split", train={"steps": 2}), echo=lambda *_: None)
+    straight = train(
+        tiny_config(tmp_path, "straight", train={"steps": 4}, model=model), echo=lambda *_: None
+    )
+    first = train(
+        tiny_config(tmp_path, "split", train={"steps": 2}, model=model), echo=lambda *_: None
+    )
     resumed = train(
         resume=first.run_dir, resume_overrides={"train": {"steps": 4}}, echo=lambda *_: None
     )
@@ -130,6 +136,13 @@ def test_resume_continues_the_same_run(tmp_path):
             ):
                 continue
             assert b[step][key] == pytest.approx(value, rel=1e-5, abs=1e-6), (step, key)
+    if model:  # the merged LoRA policy loads with plain transformers, like any checkpoint
+        from transformers import AutoModelForCausalLM
+
+        from spear_rl.train.checkpoint import latest_checkpoint
+
+        merged = AutoModelForCausalLM.from_pretrained(latest_checkpoint(first.run_dir) / "model")
+        assert not any("lora" in name for name, _ in merged.named_parameters())
 
 
 def test_cli_bad_config_names_the_key(capsys):

@@ -4,10 +4,9 @@ import pytest
 import torch
 from test_trainer import TINY
 
-from spear_rl.train.config import ConfigError, deep_merge, load_config
+from spear_rl.train.config import deep_merge, load_config
 from spear_rl.train.metrics import read_metrics
 from spear_rl.train.trainer import train
-from spear_rl.train.validate import validate_config
 from spear_rl.train.warm_start import sft_cache_key
 
 VOLATILE = ("time", "eval/seconds", "sft/seconds", "sft/tokens_per_s")
@@ -64,8 +63,3 @@ def test_cache_key_covers_what_sft_depends_on(tmp_path):
         {"model": {"tiny_layers": 2}},
     ):
         assert sft_cache_key(config(tmp_path, "k", tmp_path, **extra)) != sft_cache_key(base), extra
-
-
-def test_cache_refuses_lora(tmp_path):
-    with pytest.raises(ConfigError, match="sft.cache_dir"):
-        validate_config(config(tmp_path, "k", tmp_path, model={"lora_rank": 4}))

@@ -5,10 +5,14 @@ Every failure is one `ModelLoadError` line that says what is wrong and how to fi
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import importlib.util
 import json
 import os
 from collections.abc import Callable, Iterable
+
+import torch
 
 from spear_rl.models.config import ModelConfig, torch_dtype
 from spear_rl.models.tiny import build_tiny_model
@@ -51,8 +55,56 @@ def load_policy(
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False  # the rollout passes use_cache explicitly
     if cfg.lora_rank > 0:
-        model = _wrap_lora(model, cfg)
+        model = _wrap_lora(model, cfg, seed)
     model.train()
+    return model, tokenizer
+
+
+def is_lora(model) -> bool:
+    return hasattr(model, "peft_config") and hasattr(model, "merge_and_unload")
+
+
+def save_policy(model, tokenizer, folder) -> None:
+    """`folder/model`: a plain `save_pretrained` model + tokenizer that transformers loads as is.
+    A LoRA policy is saved merged there, and its adapters go to `folder/adapter` for resuming."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    if is_lora(model):
+        model.save_pretrained(folder / "adapter")
+        merged = copy.deepcopy(model).merge_and_unload()
+        merged.save_pretrained(folder / "model")
+        del merged
+    else:
+        model.save_pretrained(folder / "model")
+    tokenizer.save_pretrained(folder / "model")
+
+
+def load_saved_policy(cfg: ModelConfig, folder, seed: int = 0):
+    """Load what `save_policy` wrote. With adapters and `cfg.lora_rank > 0`, rebuild the base as the
+    run did (the tiny model from `seed` with the saved tokenizer, any other from `cfg`), wrap it
+    and load the adapters, so training continues on the same parameters."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    adapter = folder / "adapter" / "adapter_model.safetensors"
+    if cfg.lora_rank == 0 or not adapter.is_file():
+        plain = dataclasses.replace(
+            cfg, name_or_path=str(folder / "model"), gguf_file=None, lora_rank=0
+        )
+        return load_policy(plain, seed=seed)
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    if cfg.name_or_path == "tiny":
+        _, tokenizer = _load_pretrained(str(folder / "model"), None, torch_dtype(cfg.dtype))
+        model = _wrap_lora(build_tiny_model(tokenizer, cfg, seed), cfg, seed)
+        model.train()
+    else:
+        model, tokenizer = load_policy(cfg, seed=seed)
+    result = set_peft_model_state_dict(model, load_file(adapter))
+    if getattr(result, "unexpected_keys", None):
+        raise ModelLoadError(f"{adapter} does not match model.lora_rank / the base model")
     return model, tokenizer
 
 
@@ -151,7 +203,7 @@ def _check_chat_ready(tokenizer, name: str) -> None:
         raise ModelLoadError(f"{name!r}: {err}") from None
 
 
-def _wrap_lora(model, cfg: ModelConfig):
+def _wrap_lora(model, cfg: ModelConfig, seed: int):
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError:
@@ -167,7 +219,10 @@ def _wrap_lora(model, cfg: ModelConfig):
     )
     if cfg.gradient_checkpointing:
         model.enable_input_require_grads()  # frozen embeddings would cut the checkpointed graph
-    return get_peft_model(model, lora)
+    # adapter init draws random numbers: seed it, so a run is a function of its seed alone
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return get_peft_model(model, lora)
 
 
 def _one_line(err: BaseException) -> str:

@@ -1,6 +1,7 @@
 """Checkpoints: everything stateful, written atomically, so that `--resume` continues the same run.
 
-Layout: RUN_DIR/checkpoints/step_000010/{model/ (HF save_pretrained + tokenizer), state.pt}
+Layout: RUN_DIR/checkpoints/step_000010/{model/ (HF save_pretrained + tokenizer; a LoRA policy
+merged), adapter/ (LoRA runs only: the adapters, for resuming), state.pt}
 and RUN_DIR/checkpoints/latest (the name of the newest complete checkpoint).
 """
 
@@ -14,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 from transformers.utils import logging as hf_logging
+
+from spear_rl.models.loading import save_policy
 
 
 def rng_states() -> dict[str, Any]:
@@ -43,8 +46,7 @@ def save_checkpoint(
     tmp = root / f".tmp_step_{step:06d}"
     shutil.rmtree(tmp, ignore_errors=True)
     hf_logging.disable_progress_bar()  # no shard-writing bar in the middle of the run's own
-    model.save_pretrained(tmp / "model")
-    tokenizer.save_pretrained(tmp / "model")
+    save_policy(model, tokenizer, tmp)
     torch.save({**state, "rng": rng_states(), "step": step}, tmp / "state.pt")
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)

@@ -91,10 +91,5 @@ def validate_config(cfg: Config) -> None:
         raise ConfigError(
             "algo.adv_estimator=gigpo needs rollout.layout=per_turn (step groups are turns)"
         )
-    if cfg.sft.cache_dir and cfg.model.lora_rank > 0:
-        raise ConfigError(
-            "sft.cache_dir cannot cache a LoRA-wrapped policy (only its adapters would be saved); "
-            "set sft.cache_dir='' or model.lora_rank=0"
-        )
     if not 0 <= cfg.sft.detour_rate < 1:
         raise ConfigError(f"sft.detour_rate must be in [0, 1); got {cfg.sft.detour_rate}")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import spear_rl
-from spear_rl.models.loading import load_policy
+from spear_rl.models.loading import load_policy, load_saved_policy, save_policy
 from spear_rl.train.config import Config
 from spear_rl.train.sft import run_sft, sft_corpus_texts
 
@@ -28,10 +28,7 @@ _DONE = "sft_stats.json"  # written last: its presence marks a complete cache en
 def build_policy(cfg: Config, env_factory, checkpoint: Path | None):
     """A fresh policy (the tiny tokenizer trained on env text), or the model of a checkpoint."""
     if checkpoint is not None:
-        model_cfg = dataclasses.replace(
-            cfg.model, name_or_path=str(checkpoint / "model"), gguf_file=None
-        )
-        return load_policy(model_cfg, seed=cfg.train.seed)
+        return load_saved_policy(cfg.model, checkpoint, seed=cfg.train.seed)
     corpus_seeds = range(max(64, cfg.sft.episodes))
     return load_policy(
         cfg.model, corpus=lambda: sft_corpus_texts(env_factory, corpus_seeds), seed=cfg.train.seed
@@ -69,10 +66,7 @@ def initial_policy(cfg: Config, env_factory, echo=print) -> tuple[Any, Any, dict
     entry = Path(cfg.sft.cache_dir) / sft_cache_key(cfg) if cfg.sft.cache_dir else None
     if entry is not None and (entry / _DONE).is_file():
         echo(f"SFT warm start loaded from the cache: {entry}")
-        model_cfg = dataclasses.replace(
-            cfg.model, name_or_path=str(entry / "model"), gguf_file=None
-        )
-        model, tokenizer = load_policy(model_cfg, seed=cfg.train.seed)
+        model, tokenizer = load_saved_policy(cfg.model, entry, seed=cfg.train.seed)
         return model, tokenizer, json.loads((entry / _DONE).read_text())
     model, tokenizer = build_policy(cfg, env_factory, None)
     if cfg.sft.episodes == 0:
@@ -89,8 +83,7 @@ def save_entry(entry: Path, model, tokenizer, stats: dict[str, Any]) -> None:
     """Write to a temporary folder, then rename: a crash never leaves a half entry that loads."""
     tmp = entry.with_name(f"{entry.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp / "model")
-    tokenizer.save_pretrained(tmp / "model")
+    save_policy(model, tokenizer, tmp)
     plain = {k: v for k, v in stats.items() if isinstance(v, int | float | str)}
     (tmp / _DONE).write_text(json.dumps(plain, indent=2))
     if entry.exists() and not (entry / _DONE).is_file():
