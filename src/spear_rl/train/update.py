@@ -117,7 +117,7 @@ def backward_loss(
                 )
             kl = low_var_kl(logp, ref_logp)
             token_loss = token_loss + spec.kl_coef * kl * mask
-            out.metrics["ref_kl"] = float((kl * mask).sum() / mask.sum().clamp(min=1))
+            out.metrics["ref_kl"] = float((kl.detach() * mask).sum() / mask.sum().clamp(min=1))
         loss = aggregate_loss(token_loss, mask, spec.agg_mode, norm)
         (loss * weight).backward()
         total += float(loss.detach())
