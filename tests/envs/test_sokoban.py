@@ -123,7 +123,7 @@ def test_rewards_for_invalid_action_wall_bump_push_on_and_push_off():
     env = SokobanEnv()
     start = env.reset_to_state(parse_room(TWO_BOX_ROOM))
     expected = [  # (response, reward, valid, moved)
-        (respond("jump"), 0.0, False, None),
+        (respond("jump"), -0.1, False, None),  # an invalid reply spends the turn too
         (respond("up"), -0.1, True, False),  # wall bump: a valid move that costs the step
         (respond("right"), -0.1, True, True),
         (respond("right"), -0.1 + 1.0, True, True),  # box onto the target
@@ -204,7 +204,7 @@ def test_malformed_responses_are_invalid_turns_that_change_nothing(response):
     state, observation = env.state, env.observation
     result = env.step(response)
     assert result.info["valid"] is False and result.info["tool_call"] is False
-    assert result.reward == 0.0 and not result.done
+    assert result.reward == pytest.approx(-0.1) and not result.done  # never a free no-op
     assert result.observation == observation and env.observation == observation
     assert env.state == state and env.moves == 0
     assert result.info["feedback"]

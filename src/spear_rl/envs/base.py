@@ -44,6 +44,9 @@ class Env(ABC):
     observation_role: str = "user"
     #: system prompt: what the agent is and the response format it must use
     system_prompt: str = ""
+    #: env reward of a turn without a valid action. An env that charges every move a time cost
+    #: charges it here too; otherwise an invalid reply is a free no-op that RL learns to prefer.
+    invalid_turn_reward: float = 0.0
 
     def __init__(self) -> None:
         self.task: str = ""  # the instruction for this episode
@@ -67,7 +70,7 @@ class Env(ABC):
         action = self.parse_action(response)
         if action is None:
             info = {"valid": False, "tool_call": False, "feedback": INVALID_ACTION_FEEDBACK}
-            result = StepResult(self.observation, 0.0, False, info)
+            result = StepResult(self.observation, self.invalid_turn_reward, False, info)
         else:
             result = self._step_action(action)
             result.info.setdefault("valid", True)

@@ -2,7 +2,10 @@
 
 Rewards follow the classic gym-sokoban: -0.1 per valid move (a bump into a wall included), +1 for a
 box pushed onto a target, -1 for a box pushed off one, +10 when every box is on a target (the
-episode ends, won). The episode also ends after `max_steps` valid moves. Rooms, the text rendering
+episode ends, won). A turn without a valid move also costs -0.1: it spends the turn all the same,
+and when it was free, RL (GRPO on the tiny policy) learned within 4 steps to stop moving by writing
+invalid replies, which avoid both the step cost and box-off-target penalties. The episode also
+ends after `max_steps` valid moves. Rooms, the text rendering
 and the solver live in `sokoban_gen`; this file is the game loop behind the `Env` protocol.
 """
 
@@ -42,6 +45,7 @@ class SokobanEnv(Env):
 
     name = "sokoban"
     system_prompt = SYSTEM_PROMPT
+    invalid_turn_reward = STEP_PENALTY
 
     def __init__(
         self,
@@ -93,7 +97,7 @@ class SokobanEnv(Env):
         if direction not in MOVES:
             feedback = f"Invalid action {action[:40]!r}: answer with one of up, down, left, right."
             info = {"valid": False, "tool_call": False, "feedback": feedback}
-            return StepResult(self.observation, 0.0, False, info)
+            return StepResult(self.observation, self.invalid_turn_reward, False, info)
         before = self.state
         after = apply_move(before, direction)
         self.state = after
