@@ -42,13 +42,8 @@ def run_arm(recipe: str, key: str, value: Any, seed: int, out: Path, extra: dict
     name = f"{leaf.replace('.', '_')}={value}-seed{seed}"
     run_dir = out / name
     if not (run_dir / "result.json").exists():
-        overrides = deep_merge(
-            extra,
-            {
-                section: _nested(leaf, value),
-                "train": {"seed": seed, "run_name": name, "output_dir": str(out)},
-            },
-        )
+        run = {"train": {"seed": seed, "run_name": name, "output_dir": str(out)}}
+        overrides = deep_merge(deep_merge(extra, run), {section: _nested(leaf, value)})
         print(f"=== {key}={value} seed {seed} ===", flush=True)
         train(load_config(recipe, overrides), echo=lambda line: print(f"  {line}", flush=True))
     return run_dir
