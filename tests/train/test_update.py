@@ -4,6 +4,7 @@ joint: grad = grad L_on + c(t) * grad L_replay, where the replay samples carry t
 advantage A' = R - P50(history means) and their stored behaviour log-probs.
 """
 
+import copy
 import dataclasses
 
 import pytest
@@ -132,3 +133,28 @@ def test_separate_replay_takes_extra_optimizer_steps(tiny):
     (g_rep,) = grads(model, [dataclasses.replace(win, advantage=2.0)], None, 1.0, tok)
     for a, b in zip(captured[1], g_rep, strict=True):
         torch.testing.assert_close(a, 0.5 * b, rtol=1e-5, atol=1e-7)
+
+
+def test_a_small_step_raises_winners_and_lowers_losers(tiny):
+    """The whole update path has the right sign: after one small AdamW step, responses with A > 0
+    are more likely and responses with A < 0 less likely than before. (Advantages sum to 0, as in a
+    group, so the format tokens the three share get no net push.)"""
+    model, tok = tiny
+    model = copy.deepcopy(model)
+    texts = ["<action>up</action>", "<action>down</action>", "<action>left</action>"]
+    samples = [
+        make_sample(tok, model, text, advantage, traj_id=i)
+        for i, (text, advantage) in enumerate(zip(texts, [1.0, -0.5, -0.5], strict=True))
+    ]
+
+    def response_logp(sample):
+        ids = torch.tensor([sample.prompt_ids + sample.response_ids])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(ids).logits[0, :-1], -1).gather(-1, ids[0, 1:, None])
+        return float(logp[len(sample.prompt_ids) - 1 :].sum())
+
+    before = [response_logp(s) for s in samples]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
+    policy_update(model, optimizer, samples, None, 0.0, settings(tok), torch.Generator())
+    change = [response_logp(s) - b for s, b in zip(samples, before, strict=True)]
+    assert change[0] > 0 and change[1] < 0 and change[2] < 0, change
