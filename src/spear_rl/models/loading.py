@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import torch
 
@@ -67,8 +68,6 @@ def is_lora(model) -> bool:
 def save_policy(model, tokenizer, folder) -> None:
     """`folder/model`: a plain `save_pretrained` model + tokenizer that transformers loads as is.
     A LoRA policy is saved merged there, and its adapters go to `folder/adapter` for resuming."""
-    from pathlib import Path
-
     folder = Path(folder)
     if is_lora(model):
         model.save_pretrained(folder / "adapter")
@@ -84,8 +83,6 @@ def load_saved_policy(cfg: ModelConfig, folder, seed: int = 0):
     """Load what `save_policy` wrote. With adapters and `cfg.lora_rank > 0`, rebuild the base as the
     run did (the tiny model from `seed` with the saved tokenizer, any other from `cfg`), wrap it
     and load the adapters, so training continues on the same parameters."""
-    from pathlib import Path
-
     folder = Path(folder)
     adapter = folder / "adapter" / "adapter_model.safetensors"
     if cfg.lora_rank == 0 or not adapter.is_file():
