@@ -19,7 +19,7 @@ from pathlib import Path
 from spear_rl.train.config import load_config, parse_overrides
 from spear_rl.train.evaluate import eval_seeds, evaluate_policy
 from spear_rl.train.trainer import make_env_factory, set_threads
-from spear_rl.train.warm_start import build_policy, sft_warm_start
+from spear_rl.train.warm_start import initial_policy
 
 
 def random_policy_success(env_factory, episodes: int, max_turns: int) -> float:
@@ -50,9 +50,9 @@ def main() -> None:
     set_threads(cfg)
     env_factory = make_env_factory(cfg)
     t0 = time.time()
-    model, tokenizer = build_policy(cfg, env_factory, None)
-    stats = sft_warm_start(model, tokenizer, env_factory, cfg)
-    sft_seconds = time.time() - t0
+    # honours --sft.cache_dir=DIR: the warmed-up policy is kept there for inspection and reuse
+    model, tokenizer, stats = initial_policy(cfg, env_factory)
+    sft_seconds = stats.get("seconds", time.time() - t0)
     metrics, _ = evaluate_policy(
         model, tokenizer, env_factory, cfg.rollout, args.episodes, seed=cfg.train.seed
     )

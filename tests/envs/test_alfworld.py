@@ -200,17 +200,53 @@ def test_registered_and_first_observation_is_alfworld_text(env):
     assert env.game_file.name == "3.tw-pddl"
 
 
-def test_expert_plans_win_30_tasks_of_all_types(env):
+@pytest.fixture(scope="module")
+def planner_env(tmp_path_factory):
+    env = AlfWorldEnv(cache_dir=tmp_path_factory.mktemp("alfworld-cache"), expert="planner")
+    yield env
+    env.close()
+
+
+def test_planner_plans_win_30_tasks_of_all_types(planner_env):
     lengths: dict[str, list[int]] = collections.defaultdict(list)
     for seed in range(30):
-        steps, reward = play_expert(env, seed)
-        assert env.won and reward == WIN_REWARD, seed
-        assert env.task == generate_task(seed)["goal"]
+        steps, reward = play_expert(planner_env, seed)
+        assert planner_env.won and reward == WIN_REWARD, seed
+        assert planner_env.task == generate_task(seed)["goal"]
         lengths[generate_task(seed)["task_type"]].append(steps)
     assert set(lengths) == set(TASK_TYPES)
     # full-knowledge plans: walk, (open), take, (walk, clean/heat/cool), walk, (open), put
     assert all(3 <= n <= 14 for ns in lengths.values() for n in ns), dict(lengths)
     assert min(lengths["pick_two_obj_and_place"]) >= 6  # two pick-and-place trips
+
+
+def search_until_first_take(env: AlfWorldEnv, seed: int) -> tuple[list[str], list[str]]:
+    """The searching expert's commands from reset up to its first take; and the room order."""
+    env.reset(seed)
+    room = [a[len("go to ") :] for a in env.admissible_actions if a.startswith("go to ")]
+    commands: list[str] = []
+    while not env.done and not (commands and commands[-1].startswith("take ")):
+        commands.append(env.expert_action())
+        env.step(act(commands[-1]))
+    return commands, room
+
+
+def test_searching_expert_wins_30_tasks_looking_only_where_it_can_see(env, planner_env):
+    planner_walks_elsewhere = 0
+    for seed in range(30):
+        steps, reward = play_expert(env, seed)
+        assert env.won and reward == WIN_REWARD, seed
+        commands, room = search_until_first_take(env, seed)
+        assert commands[0] == "go to " + room[0], (seed, commands)
+        planner_env.reset(seed)
+        planner_walks_elsewhere += planner_env.expert_action() != commands[0]
+        # the search walks the room in order, opening what is closed, until the object shows
+        walked = [c[len("go to ") :] for c in commands if c.startswith("go to ")]
+        assert walked == room[: len(walked)], (seed, commands)
+        taken = commands[-1][len("take ") : commands[-1].index(" from ")]
+        assert taken not in env.reset(seed), seed  # it had to be found
+    # the planner, which knows where the object is hidden, mostly walks straight there instead
+    assert planner_walks_elsewhere >= 15, planner_walks_elsewhere
 
 
 def test_expert_plans_win_held_out_seeds(env):

@@ -29,6 +29,7 @@ from typing import Any
 
 from spear_rl.envs.alfworld._deps import default_data_dir
 from spear_rl.envs.alfworld.engine import AlfWorldEngine, prepare_engine
+from spear_rl.envs.alfworld.expert import SearchingExpert
 from spear_rl.envs.alfworld.generate import (
     DEFAULT_NUM_DISTRACTORS,
     DEFAULT_NUM_RECEPTACLES,
@@ -45,6 +46,7 @@ NOTHING_HAPPENS = "Nothing happens."
 BANNER = "-= Welcome to TextWorld, ALFRED! =-"
 _TASK_LINE = re.compile(r"Your task is to:\s*(.+)")
 _EXCLUDED_COMMANDS = frozenset({"help"})
+EXPERTS = ("search", "planner")
 
 SYSTEM_PROMPT = (
     "You are an expert agent in a household (ALFWorld). You see a room full of receptacles "
@@ -131,6 +133,7 @@ class AlfWorldEnv(Env):
         cache_dir: str | os.PathLike | None = None,
         num_receptacles: int = DEFAULT_NUM_RECEPTACLES,
         num_distractors: int = DEFAULT_NUM_DISTRACTORS,
+        expert: str = "search",
     ) -> None:
         super().__init__()
         if task_types is not None:
@@ -143,6 +146,10 @@ class AlfWorldEnv(Env):
             raise ValueError(f"alfworld max_steps must be a positive int, got {max_steps!r}")
         if not isinstance(step_timeout_s, (int, float)) or not step_timeout_s > 0:
             raise ValueError(f"alfworld step_timeout_s must be > 0, got {step_timeout_s!r}")
+        if expert not in EXPERTS:
+            raise ValueError(f"alfworld expert must be one of {', '.join(EXPERTS)}, got {expert!r}")
+        self.expert = expert
+        self._searcher = SearchingExpert()
         self.task_types: tuple[str, ...] | None = task_types
         self.max_steps = max_steps
         self.step_timeout_s = float(step_timeout_s)
@@ -196,6 +203,7 @@ class AlfWorldEnv(Env):
         intro = self._state["feedback"].replace(BANNER, "").strip()
         found = _TASK_LINE.findall(intro)
         self.task = found[-1].strip() if found else ""
+        self._searcher.start(intro, self.admissible_actions or [])
         return intro
 
     def _step_action(self, action: str) -> StepResult:
@@ -207,6 +215,7 @@ class AlfWorldEnv(Env):
             return StepResult(NOTHING_HAPPENS, 0.0, False, info)
         self._state = self._engine_call(f"step {command!r}", self._engine.step, command)
         self.valid_steps += 1
+        self._searcher.observe(command, self._state["feedback"])
         self.won = bool(self._state["won"])
         done = self.won or self.valid_steps >= self.max_steps
         reward = WIN_REWARD if self.won else 0.0
@@ -234,11 +243,15 @@ class AlfWorldEnv(Env):
         return [c for c in commands if c not in _EXCLUDED_COMMANDS]
 
     def expert_action(self) -> str | None:
-        """The first command of the engine's expert plan (Fast Downward) from the current state."""
+        """The expert's next command: the engine's plan (Fast Downward, full knowledge) with
+        expert="planner"; with "search" (default) the same, except that it searches the room for
+        objects no observation has shown yet (`expert.py`), so that it can be imitated."""
         if self._state is None or self.done:
             return None
-        plan = self._state["policy_commands"] or []
-        return plan[0] if plan else None
+        plan = list(self._state["policy_commands"] or [])
+        if self.expert == "planner":
+            return plan[0] if plan else None
+        return self._searcher.action(plan)
 
     def close(self) -> None:
         if self._engine is not None:
