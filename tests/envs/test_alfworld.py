@@ -256,15 +256,20 @@ def test_expert_plans_win_held_out_seeds(env):
 
 
 @pytest.mark.slow
-def test_expert_plans_win_200_tasks(env):
+@pytest.mark.parametrize("expert", ["search", "planner"])
+def test_experts_win_200_tasks(expert, tmp_path):
+    env = AlfWorldEnv(cache_dir=tmp_path, expert=expert)
     counts: collections.Counter[str] = collections.Counter()
     start = time.perf_counter()
-    for seed in range(200):
-        play_expert(env, seed)
-        assert env.won, seed
-        counts[generate_task(seed)["task_type"]] += 1
+    try:
+        for seed in range(200):
+            play_expert(env, seed)
+            assert env.won, seed
+            counts[generate_task(seed)["task_type"]] += 1
+    finally:
+        env.close()
     assert set(counts) == set(TASK_TYPES) and min(counts.values()) >= 15, counts
-    print(f"200 expert episodes in {time.perf_counter() - start:.1f}s; per type {dict(counts)}")
+    print(f"200 {expert} episodes in {time.perf_counter() - start:.1f}s; per type {dict(counts)}")
 
 
 def test_same_seed_same_game_through_the_engine(env, tmp_path):

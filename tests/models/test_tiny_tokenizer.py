@@ -47,6 +47,18 @@ def test_grid_characters_stay_one_token_each(tokenizer):
     assert [tokenizer.decode([i]) for i in ids] == list(row)
 
 
+def test_a_number_after_a_name_is_one_token_per_digit_with_its_space(tokenizer):
+    # " cell", " 3": copying the number after a name is a single look-up (the corpus has " 3")
+    pieces = [
+        tokenizer.decode([i]) for i in tokenizer.encode("at cell 3", add_special_tokens=False)
+    ]
+    assert pieces[-2:] == [" cell", " 3"]
+    assert [tokenizer.decode([i]) for i in tokenizer.encode(" 60", add_special_tokens=False)] == [
+        " 6",
+        "0",
+    ]
+
+
 def test_words_are_merged(tokenizer):
     # a frequent word is one token, so prompts stay short
     assert len(tokenizer.encode(" exit", add_special_tokens=False)) == 1

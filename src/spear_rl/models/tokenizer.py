@@ -27,11 +27,16 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 
-# BPE merges only inside a word (an optional space, a letter, lowercase letters); every other
-# character (digits, punctuation, capitals standing alone, newlines) stays its own pre-token. Grids
-# such as Sokoban rooms and numbers therefore keep one character per token, so a tiny model sees
-# their 2-D / positional structure instead of memorising whole rows as opaque symbols.
-WORD_PATTERN = r" ?[A-Za-z][a-z]+|[\s\S]"
+# BPE merges only inside a word (an optional space, a letter, lowercase letters) and joins a digit
+# to the space before it; every other character (other digits, punctuation, capitals standing
+# alone, newlines) stays its own pre-token. Grids such as Sokoban rooms and numbers therefore keep
+# one character per token, so a tiny model sees their 2-D / positional structure instead of
+# memorising whole rows as opaque symbols. " 2" being one token makes "plate 2" two tokens, so
+# copying the number that follows a name in the prompt is one look-up (an induction step): with
+# " ", "2" apart, every number follows the same " " token and the copy needs two.
+WORD_PATTERN = r" ?[A-Za-z][a-z]+| ?[0-9]|[\s\S]"
+# Bumped whenever the tokenizer a corpus trains changes, so cached warm starts are not reused.
+TOKENIZER_VERSION = 2
 
 # Caps keep training well under a second however large the env corpus is.
 MAX_CORPUS_TEXTS = 20_000

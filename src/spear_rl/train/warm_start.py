@@ -19,6 +19,7 @@ from typing import Any
 
 import spear_rl
 from spear_rl.models.loading import load_policy, load_saved_policy, save_policy
+from spear_rl.models.tokenizer import TOKENIZER_VERSION
 from spear_rl.train.config import Config
 from spear_rl.train.sft import run_sft, sft_corpus_texts
 
@@ -56,6 +57,7 @@ def sft_cache_key(cfg: Config) -> str:
         "sft": {k: v for k, v in dataclasses.asdict(cfg.sft).items() if k != "cache_dir"},
         "seed": cfg.train.seed,
         "version": spear_rl.__version__,
+        "tokenizer": TOKENIZER_VERSION,
     }
     blob = json.dumps(settings, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
