@@ -60,8 +60,13 @@ def test_overrides_parse_types_and_nesting():
     )
     # one kwarg changes, the recipe's others stay
     assert cfg.env.kwargs == {"size": 5, "num_boxes": 1, "max_steps": 20}
-    dotted = load_config("alfworld/spear", parse_overrides(["--env.kwargs.num_receptacles=5"]))
-    assert dotted.env.kwargs == {"max_steps": 20, "num_receptacles": 5, "num_distractors": 4}
+    dotted = load_config("alfworld/spear", parse_overrides(["--env.kwargs.num_receptacles=7"]))
+    assert dotted.env.kwargs == {
+        "max_steps": 20,
+        "num_receptacles": 7,
+        "num_distractors": 2,
+        "expert": "search",
+    }
 
 
 def test_switching_env_starts_kwargs_afresh():
