@@ -11,6 +11,9 @@ Conventions:
   ALFWorld's own "Nothing happens.";
 - reward 10 when the goal is reached (the episode ends, won), 0 otherwise; the episode also ends
   after `max_steps` valid actions;
+- `expert_action()` is the engine's planner move (expert="planner") or, by default ("search"), the
+  move of an expert that searches for objects it has not seen instead of knowing where they are
+  (`expert.py`): only the latter can be imitated from the observations;
 - the first observation is ALFWorld's intro without TextWorld's banner: "You are in the middle of
   a room. ... Your task is to: put a clean mug in coffeemachine."; `task` is the goal sentence.
 """
