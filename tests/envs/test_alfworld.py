@@ -170,6 +170,8 @@ def test_task_type_list_and_bad_arguments():
         generate_task(-1)
     with pytest.raises(ValueError, match="max_steps"):
         AlfWorldEnv(max_steps=0)
+    with pytest.raises(ValueError, match="expert must be one of search, planner"):
+        AlfWorldEnv(expert="oracle")
     with pytest.raises(ValueError, match="unknown ALFWorld task type"):
         make_env("alfworld", task_types=["cook_dinner"])
 
