@@ -1,6 +1,6 @@
 """Regenerate docs/config.md from the config dataclasses (defaults and inline comments).
 
-    python tools/gen_config_doc.py
+python tools/gen_config_doc.py
 """
 
 from __future__ import annotations
