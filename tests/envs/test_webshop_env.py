@@ -57,6 +57,40 @@ def test_oracle_wins_every_one_of_500_instructions(env):
     assert env.expert_action() is None  # finished episode
 
 
+def buy_with_goal_options(env, seed: int, query: str, product_id: str) -> float:
+    """The score of buying `product_id` (from `query`'s first results page) with every goal option
+    it offers clicked, played through the env's own actions."""
+    env.reset(seed)
+    act(env, f"search[{query}]")
+    act(env, f"click[{product_id}]")
+    offered = set(env.admissible_actions)
+    for _, value in env.goal.options:
+        if f"click[{value}]" in offered:
+            act(env, f"click[{value}]")
+    act(env, "click[buy now]")
+    return env.last_score.score
+
+
+def test_oracle_opens_the_first_listed_product_that_satisfies_the_goal(env):
+    probe = make_env("webshop")
+    not_the_target = 0
+    for seed in range(12):
+        env.reset(seed)
+        act(env, env.expert_action())  # the search
+        query = env.state.query
+        listed = [a[len("click[") : -1] for a in env.admissible_actions if a.startswith("click[b0")]
+        choice = env.expert_action()[len("click[") : -1]
+        # the id as the page shows it (upper case), so that a policy can copy it from the page
+        assert choice in env.observation and choice.lower() in listed
+        rank = listed.index(choice.lower())
+        assert buy_with_goal_options(probe, seed, query, choice) == 1.0
+        for earlier in listed[:rank]:
+            assert buy_with_goal_options(probe, seed, query, earlier) < 1.0, (seed, earlier)
+        target = env.catalogue.products[env.goal.target_index].product_id
+        not_the_target += choice != target
+    assert not_the_target > 0  # the preference for the top-ranked product is exercised
+
+
 def test_oracle_recovers_from_any_page(env):
     env.reset(11)
     act(env, "search[wireless mouse]")

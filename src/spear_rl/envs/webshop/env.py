@@ -135,8 +135,13 @@ class WebShopEnv(Env):
         return [] if self.done else self.view.admissible_actions()
 
     def expert_action(self) -> str | None:
-        """The oracle: search with the instruction, open the target (paging if needed), click its
-        required options, buy. Works from any page (it walks back when off the path)."""
+        """The oracle: search with the instruction, open the first listed product that satisfies
+        the goal (the target, or one that scores 1.0 as well), click the goal's options, buy. Works
+        from any page (it walks back when off the path).
+
+        It clicks ids as the page shows them (upper case; matching is case-insensitive, as in
+        WebShop), and prefers the top-ranked satisfying product to the hidden target: both make
+        its choices visible in the prompt, so that a policy can learn them by imitation."""
         if self.done or self.goal is None:
             return None
         goal, state = self.goal, self.state
@@ -146,14 +151,15 @@ class WebShopEnv(Env):
         if state.kind == "results":
             results = self.catalogue.search(state.query)
             start = (state.page_num - 1) * RESULTS_PER_PAGE
-            if target.index in results[start : start + RESULTS_PER_PAGE]:
-                return f"click[{element_key(target.product_id)}]"
+            for index in results[start : start + RESULTS_PER_PAGE]:
+                if self._satisfies_goal(index):
+                    return f"click[{self.catalogue.products[index].product_id}]"
             if state.query == self._expert_query() and target.index in results:
                 target_page = results.index(target.index) // RESULTS_PER_PAGE + 1
                 return f"click[{_NEXT if target_page > state.page_num else _PREV}]"
             return f"click[{_BACK}]"
         if state.kind == "item":
-            if state.product != target.index:
+            if not self._satisfies_goal(state.product):
                 return f"click[{_PREV}]"
             selected = dict(state.selected)
             for group, value in goal.options:
@@ -177,6 +183,14 @@ class WebShopEnv(Env):
                     break
             self._oracle_query = query
         return self._oracle_query
+
+    def _satisfies_goal(self, index: int) -> bool:
+        """Whether buying product `index` with the goal's options clicked would score 1.0."""
+        assert self.goal is not None
+        product = self.catalogue.products[index]
+        offered = {group: values for group, values in product.options}
+        chosen = {g: v for g, v in self.goal.options if v in offered.get(g, ())}
+        return score_purchase(product, self.goal, chosen).success
 
     def _transition(self, state: PageState, action: Accepted) -> PageState:
         if action.verb == "search":
