@@ -7,7 +7,7 @@ from test_trainer import TINY
 from spear_rl.train.config import deep_merge, load_config
 from spear_rl.train.metrics import read_metrics
 from spear_rl.train.trainer import train
-from spear_rl.train.warm_start import sft_cache_key
+from spear_rl.train.warm_start import sft_cache_key, sft_progress_printer
 
 VOLATILE = ("time", "eval/seconds", "sft/seconds", "sft/tokens_per_s")
 
@@ -63,3 +63,13 @@ def test_cache_key_covers_what_sft_depends_on(tmp_path):
         {"model": {"tiny_layers": 2}},
     ):
         assert sft_cache_key(config(tmp_path, "k", tmp_path, **extra)) != sft_cache_key(base), extra
+
+
+def test_sft_progress_prints_a_line_per_tenth_of_the_run():
+    lines = []
+    report = sft_progress_printer(lines.append)
+    for step in range(1, 251):
+        report({"step": step, "planned_steps": 250, "loss": 1.0 / step, "seconds": step * 0.5})
+    assert len(lines) == 11  # step 1, then 25, 50, ..., 250
+    assert lines[0].startswith("  SFT step 1/250") and lines[-1].startswith("  SFT step 250/250")
+    assert "about 0 s left" in lines[-1]

@@ -36,7 +36,7 @@ def build_policy(cfg: Config, env_factory, checkpoint: Path | None):
     )
 
 
-def sft_warm_start(model, tokenizer, env_factory, cfg: Config) -> dict[str, Any]:
+def sft_warm_start(model, tokenizer, env_factory, cfg: Config, echo=print) -> dict[str, Any]:
     """SFT on expert episodes of training seeds 0..sft.episodes-1, rendered as the rollout renders."""
     return run_sft(
         model,
@@ -46,7 +46,28 @@ def sft_warm_start(model, tokenizer, env_factory, cfg: Config) -> dict[str, Any]
         cfg.rollout,
         cfg.sft,
         seed=cfg.train.seed,
+        progress=sft_progress_printer(echo) if cfg.log.progress else None,
     )
+
+
+def sft_progress_printer(echo, parts: int = 10):
+    """A `run_sft` progress callback that echoes one line at each tenth of the planned steps:
+    a long warm start (an hour on WebShop) shows that it is moving and how fast."""
+    next_mark = [1]
+
+    def report(p: dict) -> None:
+        if p["step"] * parts < next_mark[0] * p["planned_steps"] and p["step"] != 1:
+            return
+        while next_mark[0] * p["planned_steps"] <= p["step"] * parts:
+            next_mark[0] += 1
+        rate = p["step"] / max(p["seconds"], 1e-9)
+        left = (p["planned_steps"] - p["step"]) / max(rate, 1e-9)
+        echo(
+            f"  SFT step {p['step']}/{p['planned_steps']}  loss {p['loss']:.3f}  "
+            f"{p['seconds']:.0f} s, about {left:.0f} s left"
+        )
+
+    return report
 
 
 def sft_cache_key(cfg: Config) -> str:
@@ -74,7 +95,7 @@ def initial_policy(cfg: Config, env_factory, echo=print) -> tuple[Any, Any, dict
     if cfg.sft.episodes == 0:
         return model, tokenizer, {}
     echo(f"SFT warm start on {cfg.sft.episodes} expert episodes ...")
-    stats = sft_warm_start(model, tokenizer, env_factory, cfg)
+    stats = sft_warm_start(model, tokenizer, env_factory, cfg, echo)
     if entry is not None:
         save_entry(entry, model, tokenizer, stats)
         echo(f"SFT warm start cached in {entry}")
