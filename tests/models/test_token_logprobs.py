@@ -130,6 +130,50 @@ def test_fast_paths_match_the_definition(monkeypatch, path):
     model.zero_grad()
 
 
+@pytest.mark.parametrize("path", ["shared_prefix", "plain", "chunked"])
+def test_score_mask_scores_only_the_masked_positions(monkeypatch, path):
+    model, tokenizer = tiny_policy()
+    ids, mask = _right_padded_batch(tokenizer)
+    if path != "shared_prefix":
+        monkeypatch.setattr(forward, "MIN_SHARED_PREFIX", 10**9)
+    if path == "chunked":
+        monkeypatch.setattr(forward, "LOGITS_CHUNK_ELEMENTS", 3 * len(tokenizer))
+    # a "response" of each row's last 3 tokens, plus one prompt position inside the shared prefix
+    score = torch.zeros_like(mask)
+    for row, length in enumerate(mask.sum(1).tolist()):
+        score[row, length - 3 : length] = 1
+    score[0, 20] = 1
+
+    model.zero_grad()
+    want_logp, want_entropy = _reference(model, ids, mask, 0.7)
+    want_logp, want_entropy = want_logp * score, want_entropy * score
+    (want_logp.sum() + want_entropy.sum()).backward()
+    want_grad = _grads(model).clone()
+
+    model.zero_grad()
+    logp, entropy = token_logprobs(
+        model, ids, mask, temperature=0.7, with_entropy=True, score_mask=score
+    )
+    (logp.sum() + entropy.sum()).backward()
+    assert torch.allclose(logp, want_logp, atol=1e-5)
+    assert torch.allclose(entropy, want_entropy, atol=1e-5)
+    assert (logp[score == 0] == 0).all() and (logp[score == 1] < 0).all()
+    assert _relative_error(_grads(model), want_grad) < 1e-5
+    model.zero_grad()
+
+
+def test_score_mask_works_for_full_logits_models_and_for_an_empty_mask():
+    model = BigramLM(TABLE)
+    score = torch.tensor([[0, 0, 1, 1], [0, 1, 0, 0]])
+    logp, _ = token_logprobs(model, IDS, MASK, score_mask=score)
+    assert torch.allclose(logp, token_logprobs(model, IDS, MASK)[0] * score, atol=1e-6)
+    nothing, entropy = token_logprobs(
+        model, IDS, MASK, with_entropy=True, score_mask=torch.zeros_like(MASK)
+    )
+    assert nothing.abs().sum() == 0 and entropy.abs().sum() == 0
+    nothing.sum().backward()  # still part of the graph: an all-masked micro-batch does not crash
+
+
 def test_gradient_checkpointing_gives_the_same_gradient():
     model, tokenizer = load_policy(ModelConfig(), corpus=corridor_corpus, seed=0)
     checkpointed, _ = load_policy(

@@ -36,11 +36,17 @@ def token_logprobs(
     attention_mask: Tensor,
     temperature: float = 1.0,
     with_entropy: bool = False,
+    score_mask: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """`logp[:, i] = log p(input_ids[:, i] | input_ids[:, :i])` under `logits / temperature`.
 
     `logp[:, 0] = 0` and positions with attention_mask 0 are 0. With `with_entropy`, also the
     entropy of the distribution that produced token i (same zeros). Gradients flow when enabled.
+
+    `score_mask` (same shape, optional): score only the positions where it is nonzero (e.g. the
+    response tokens of a loss mask); the others are 0. The decoder still reads every token, but the
+    LM head projects only the scored positions: with long prompts and short replies most of its
+    work (and, with a large vocabulary, most of the logits memory) is on prompt tokens.
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0 to score tokens, got {temperature}")
@@ -52,12 +58,19 @@ def token_logprobs(
     vocab = _vocab_size(model)
     plain = _plain_head_parts(model)
     prefix = _shared_prefix_length(model, input_ids, attention_mask) if plain else 0
-    if plain is not None and prefix:
+    if plain is not None and prefix and score_mask is None:
         logp, entropy = _shared_prefix_logprobs(
             plain, input_ids, attention_mask, position_ids, prefix, vocab, temperature, with_entropy
         )
     else:
-        if plain is not None:
+        if plain is not None and prefix:
+            prefix_hidden, rest_hidden = _shared_prefix_hidden(
+                plain[0], input_ids, attention_mask, position_ids, prefix
+            )
+            batch = input_ids.shape[0]
+            hidden = torch.cat([prefix_hidden.expand(batch, -1, -1), rest_hidden[:, :-1]], dim=1)
+            project = plain[1]
+        elif plain is not None:
             decoder, head = plain
             hidden = decoder(
                 input_ids=input_ids,
@@ -74,9 +87,15 @@ def token_logprobs(
                 use_cache=False,
             ).logits[:, :-1]
             project = None
-        logp, entropy = _chunked_logprobs(
-            hidden, targets, project, vocab, temperature, with_entropy
-        )
+        if score_mask is None:
+            logp, entropy = _chunked_logprobs(
+                hidden, targets, project, vocab, temperature, with_entropy
+            )
+        else:
+            wanted = score_mask[:, 1:].bool() & attention_mask[:, 1:].bool()
+            logp, entropy = _selected_logprobs(
+                hidden, targets, wanted, project, vocab, temperature, with_entropy
+            )
     mask = attention_mask[:, 1:].to(logp.dtype)
     pad = torch.zeros_like(logp[:, :1])
     logp = torch.cat([pad, logp * mask], dim=1)
@@ -108,26 +127,11 @@ def _shared_prefix_logprobs(
     Exactly the same function as the plain forward (causal attention: prefix states do not depend on
     what follows); gradients of the broadcast prefix add up over rows, as they would unshared.
     """
-    from transformers import DynamicCache
-
     decoder, head = plain
     batch = input_ids.shape[0]
-    cache = DynamicCache(config=decoder.config)
-    prefix_hidden = decoder(
-        input_ids=input_ids[:1, :prefix],
-        attention_mask=attention_mask[:1, :prefix],
-        position_ids=position_ids[:1, :prefix],
-        use_cache=True,
-        **{CACHE_KWARG: cache},
-    ).last_hidden_state
-    cache.batch_repeat_interleave(batch)
-    rest_hidden = decoder(
-        input_ids=input_ids[:, prefix:],
-        attention_mask=attention_mask,
-        position_ids=position_ids[:, prefix:],
-        use_cache=True,
-        **{CACHE_KWARG: cache},
-    ).last_hidden_state
+    prefix_hidden, rest_hidden = _shared_prefix_hidden(
+        decoder, input_ids, attention_mask, position_ids, prefix
+    )
     targets = input_ids[:, 1:]
     # Positions 0..prefix-2 predict prefix tokens: identical for all rows, scored once.
     shared_logp, shared_entropy = _chunked_logprobs(
@@ -141,6 +145,44 @@ def _shared_prefix_logprobs(
     entropy = None
     if with_entropy:
         entropy = torch.cat([shared_entropy.expand(batch, -1), rest_entropy], dim=1)
+    return logp, entropy
+
+
+def _shared_prefix_hidden(decoder, input_ids, attention_mask, position_ids, prefix):
+    """Hidden states of the shared prefix (batch 1) and of the rest of every row, which attends to
+    the prefix through its KV cache broadcast over the rows."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=decoder.config)
+    prefix_hidden = decoder(
+        input_ids=input_ids[:1, :prefix],
+        attention_mask=attention_mask[:1, :prefix],
+        position_ids=position_ids[:1, :prefix],
+        use_cache=True,
+        **{CACHE_KWARG: cache},
+    ).last_hidden_state
+    cache.batch_repeat_interleave(input_ids.shape[0])
+    rest_hidden = decoder(
+        input_ids=input_ids[:, prefix:],
+        attention_mask=attention_mask,
+        position_ids=position_ids[:, prefix:],
+        use_cache=True,
+        **{CACHE_KWARG: cache},
+    ).last_hidden_state
+    return prefix_hidden, rest_hidden
+
+
+def _selected_logprobs(hidden, targets, wanted, project, vocab, temperature, with_entropy):
+    """`_chunked_logprobs` on the positions where `wanted` is True only; zeros elsewhere."""
+    if not bool(wanted.any()):  # zeros that still belong to the graph, so backward() works
+        zeros = hidden[..., 0].float() * 0.0
+        return zeros, (zeros.clone() if with_entropy else None)
+    picked_logp, picked_entropy = _chunked_logprobs(
+        hidden[wanted][None], targets[wanted][None], project, vocab, temperature, with_entropy
+    )
+    zeros = torch.zeros(targets.shape, dtype=picked_logp.dtype, device=targets.device)
+    logp = zeros.masked_scatter(wanted, picked_logp[0])
+    entropy = zeros.masked_scatter(wanted, picked_entropy[0]) if with_entropy else None
     return logp, entropy
 
 

@@ -199,8 +199,12 @@ def run_sft(
             if sft_cfg.lr_decay:
                 for group in optimizer.param_groups:
                     group["lr"] = sft_cfg.lr * 0.5 * (1 + math.cos(math.pi * step / planned))
-            logp, _ = token_logprobs(model, batch.input_ids, batch.attention_mask)
             mask = batch.loss_mask
+            # without a prompt loss only the response tokens need scoring (the LM head skips prompts)
+            scored = None if sft_cfg.prompt_loss_weight else mask
+            logp, _ = token_logprobs(
+                model, batch.input_ids, batch.attention_mask, score_mask=scored
+            )
             loss = -(logp * mask).sum() / mask.sum().clamp(min=1)
             total = loss
             if sft_cfg.prompt_loss_weight:

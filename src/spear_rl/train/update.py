@@ -99,10 +99,16 @@ def backward_loss(
     norm = aggregation_norm([b.loss_mask for b in batches], spec.t_norm)
     total = 0.0
     for batch in batches:
-        logp, entropy = token_logprobs(
-            model, batch.input_ids, batch.attention_mask, settings.temperature, with_entropy=True
-        )
         mask = batch.loss_mask
+        # score only the response tokens: the LM head skips the (long) prompts
+        logp, entropy = token_logprobs(
+            model,
+            batch.input_ids,
+            batch.attention_mask,
+            settings.temperature,
+            with_entropy=True,
+            score_mask=mask,
+        )
         advantages = batch.advantages[:, None].to(logp.dtype).expand_as(logp)
         out = compute_policy_loss(
             spec.name, logp, batch.old_logprobs, advantages, mask, spec.params, generator=generator
@@ -113,7 +119,11 @@ def backward_loss(
         if spec.kl_coef and ref_model is not None:
             with torch.no_grad():
                 ref_logp, _ = token_logprobs(
-                    ref_model, batch.input_ids, batch.attention_mask, settings.temperature
+                    ref_model,
+                    batch.input_ids,
+                    batch.attention_mask,
+                    settings.temperature,
+                    score_mask=mask,
                 )
             kl = low_var_kl(logp, ref_logp)
             token_loss = token_loss + spec.kl_coef * kl * mask
