@@ -3,10 +3,11 @@
 An agent's per_turn samples are long prompts (the page, the task, the admissible actions) with
 short replies, and the policy loss needs log-probs of the replies only. The decoder must read the
 whole prompt, but the LM head need not project it. This times forward + backward of the tiny
-policy's shape on batches of 16 rows with a 20-token reply after prompts of several lengths,
-scoring every position vs the reply only, alternating the two in one run (this machine is noisy).
+policy (`webshop/spear`'s model and tokenizer, untrained: speed does not depend on the weights) on
+batches of 16 rows with a 20-token reply after prompts of several lengths, scoring every position
+vs the reply only, alternating the two in one run (this machine is noisy). Needs `[webshop]`.
 
-    python benchmarks/response_scoring.py [--vocab 2810] [--repeats 5]
+    python benchmarks/response_scoring.py [--repeats 5]
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from spear_rl.models.forward import token_logprobs
+from spear_rl.train.config import load_config
+from spear_rl.train.trainer import make_env_factory
+from spear_rl.train.warm_start import build_policy
 
 
 def step_seconds(model, ids, attention, reply, score_mask) -> float:
@@ -34,7 +37,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--vocab", type=int, default=2810, help="the WebShop tiny tokenizer's size")
     parser.add_argument("--prompt-lengths", default="100,500,1000")
     parser.add_argument("--reply", type=int, default=20)
     parser.add_argument("--rows", type=int, default=16)
@@ -44,22 +46,16 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    config = Qwen2Config(  # the tiny policy's shape (spear_rl.models.tiny)
-        vocab_size=args.vocab,
-        hidden_size=128,
-        intermediate_size=512,
-        num_hidden_layers=2,
-        num_attention_heads=8,
-        num_key_value_heads=8,
-        max_position_embeddings=4096,
-    )
-    model = Qwen2ForCausalLM(config)
+    cfg = load_config("webshop/spear")
+    model, tokenizer = build_policy(cfg, make_env_factory(cfg), None)
+    vocab = len(tokenizer)
     rows = []
+    print(f"tiny policy, vocabulary {vocab}, {args.rows} rows, {args.threads} thread(s)")
     print("| prompt tokens | all positions (s) | reply only (s) | ratio |\n|---|---|---|---|")
     for prompt in (int(n) for n in args.prompt_lengths.split(",")):
         length = prompt + args.reply
         # distinct rows, so the shared-prefix path does not apply to either variant
-        ids = torch.randint(0, args.vocab, (args.rows, length))
+        ids = torch.randint(0, vocab, (args.rows, length))
         attention = torch.ones_like(ids)
         reply = torch.zeros_like(ids)
         reply[:, prompt:] = 1
@@ -75,7 +71,7 @@ def main() -> None:
         print(f"| {prompt} | {best['all']:.3f} | {best['reply']:.3f} | **{ratio:.2f}** |")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"settings": vars(args), "rows": rows}, indent=2))
+    out.write_text(json.dumps({"settings": {**vars(args), "vocab": vocab}, "rows": rows}, indent=2))
     print(f"wrote {out}")
 
 

@@ -105,8 +105,8 @@ def _grads(model):
     return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
 
 
-@pytest.mark.parametrize("path", ["shared_prefix", "plain", "chunked"])
-def test_fast_paths_match_the_definition(monkeypatch, path):
+def _policy_and_batch_for_path(monkeypatch, path: str):
+    """The tiny policy and a batch that take `path` through token_logprobs."""
     model, tokenizer = tiny_policy()
     ids, mask = _right_padded_batch(tokenizer)
     if path != "shared_prefix":
@@ -115,6 +115,12 @@ def test_fast_paths_match_the_definition(monkeypatch, path):
         monkeypatch.setattr(forward, "LOGITS_CHUNK_ELEMENTS", 3 * ids.shape[0] * len(tokenizer))
     if path == "shared_prefix":
         assert forward._shared_prefix_length(model, ids, mask) == 40
+    return model, ids, mask
+
+
+@pytest.mark.parametrize("path", ["shared_prefix", "plain", "chunked"])
+def test_fast_paths_match_the_definition(monkeypatch, path):
+    model, ids, mask = _policy_and_batch_for_path(monkeypatch, path)
 
     model.zero_grad()
     want_logp, want_entropy = _reference(model, ids, mask, 0.7)
@@ -132,12 +138,7 @@ def test_fast_paths_match_the_definition(monkeypatch, path):
 
 @pytest.mark.parametrize("path", ["shared_prefix", "plain", "chunked"])
 def test_score_mask_scores_only_the_masked_positions(monkeypatch, path):
-    model, tokenizer = tiny_policy()
-    ids, mask = _right_padded_batch(tokenizer)
-    if path != "shared_prefix":
-        monkeypatch.setattr(forward, "MIN_SHARED_PREFIX", 10**9)
-    if path == "chunked":
-        monkeypatch.setattr(forward, "LOGITS_CHUNK_ELEMENTS", 3 * len(tokenizer))
+    model, ids, mask = _policy_and_batch_for_path(monkeypatch, path)
     # a "response" of each row's last 3 tokens, plus one prompt position inside the shared prefix
     score = torch.zeros_like(mask)
     for row, length in enumerate(mask.sum(1).tolist()):
