@@ -53,7 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compare", help="presets x seeds on one environment; table and curves")
     p.add_argument("--env", default="sokoban", help="recipe folder: sokoban, alfworld, ...")
-    p.add_argument("--presets", default="grpo,drbot,spear")
+    p.add_argument(
+        "--presets",
+        default="grpo,drbot,spear",
+        help="recipe names in that folder; 'frozen' adds the warm start evaluated at the same "
+        "steps with the same seeds, never trained (how far a curve moves by sampling alone)",
+    )
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--out", default="runs/compare")
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from spear_rl.cli import main
+from spear_rl.train.compare import compare
 from spear_rl.train.config import load_config
 from spear_rl.train.metrics import read_metrics
 from spear_rl.train.trainer import train
@@ -151,3 +152,43 @@ def test_cli_bad_config_names_the_key(capsys):
     assert "algo.los" in err and "algo.loss" in err and "Traceback" not in err
     assert main(["train", "--recipe", "sokoban/nope"]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+# ---- the frozen control (`spear compare --presets ...,frozen`) ----------------------------------
+EVAL_KEYS = ("eval/success_rate", "eval/episode_reward", "eval/turns", "eval/invalid_rate")
+
+
+def eval_rows(run_dir) -> dict[int, tuple[float, ...]]:
+    return {
+        r["step"]: tuple(r[k] for k in EVAL_KEYS)
+        for r in read_metrics(run_dir)
+        if "eval/success_rate" in r
+    }
+
+
+def test_frozen_control_matches_a_run_that_cannot_move(tmp_path):
+    """A run at lr 0 never changes its policy, so the frozen control, which evaluates the same warm
+    start at the same steps with the same sampling seeds, must log exactly its evaluations."""
+    torch.set_num_threads(1)
+    over = {**TINY, "train": {**TINY["train"], "steps": 3, "eval_every": 2, "lr": 0.0}}
+    report = compare("sokoban", ["spear", "frozen"], [0], tmp_path, over, echo=lambda *_: None)
+
+    trained = eval_rows(tmp_path / "spear-seed0")
+    frozen = eval_rows(tmp_path / "frozen-seed0")
+    assert sorted(frozen) == [0, 2, 3]  # step 0, every eval_every, and the last step
+    assert frozen == trained
+    # the same episodes, reply for reply (a policy warmed up for seconds fails them all, so the
+    # rendered replies are what tells one evaluation from another) ...
+    replies = {
+        name: {
+            step: (tmp_path / name / "samples" / f"eval_step_{step:06d}.md").read_text()
+            for step in frozen
+        }
+        for name in ("spear-seed0", "frozen-seed0")
+    }
+    assert replies["frozen-seed0"] == replies["spear-seed0"]
+    # ... and each step's evaluation samples with its own seed: that is the noise a curve shows
+    assert len(set(replies["frozen-seed0"].values())) == len(frozen)
+    assert report["table"]["frozen"]["final_success"][0] == frozen[3][0]
+    # the control writes only evaluations: no training metrics
+    assert not any("rollout/success_rate" in r for r in read_metrics(tmp_path / "frozen-seed0"))

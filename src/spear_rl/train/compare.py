@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from spear_rl.train.config import deep_merge, load_config
+from spear_rl.train.frozen import FROZEN, run_frozen
 from spear_rl.train.metrics import read_metrics
 from spear_rl.train.trainer import train
 
@@ -59,6 +60,7 @@ def compare(
     if "cache_dir" not in (overrides or {}).get("sft", {}):
         overrides = deep_merge(overrides or {}, {"sft": {"cache_dir": str(out_dir / "sft_cache")}})
     runs: dict[str, list[dict[str, Any]]] = {}
+    trained = [p for p in presets if p != FROZEN] or ["_base"]
     for preset in presets:
         for seed in seeds:
             run_dir = out_dir / f"{preset}-seed{seed}"
@@ -75,7 +77,10 @@ def compare(
                     },
                 )
                 echo(f"=== {preset} seed {seed} ===")
-                train(load_config(f"{env_recipes}/{preset}", over), echo=echo)
+                if preset == FROZEN:  # a trained preset's recipe, so the same warm start
+                    run_frozen(load_config(f"{env_recipes}/{trained[0]}", over), echo=echo)
+                else:
+                    train(load_config(f"{env_recipes}/{preset}", over), echo=echo)
             runs.setdefault(preset, []).append(
                 {"seed": seed, "run_dir": str(run_dir), **summarise_run(run_dir)}
             )

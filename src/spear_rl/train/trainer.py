@@ -169,7 +169,7 @@ def train(
             "time/replay_maintenance": time.time() - t_replay,
         }
         # 5. evaluate and checkpoint
-        if cfg.train.eval_every and step % cfg.train.eval_every == 0 or step == cfg.train.steps:
+        if is_eval_step(cfg, step):
             metrics.update(evaluate(model, tokenizer, env_factory, cfg, run_dir, step))
         metrics["time/step"] = time.time() - t0
         logger.log(step, metrics)
@@ -252,6 +252,13 @@ def evaluate(
         run_dir / "samples" / f"eval_step_{step:06d}.md", trajectories, cfg.log.sample_trajectories
     )
     return metrics
+
+
+def is_eval_step(cfg: Config, step: int) -> bool:
+    """Steps after which the policy is evaluated (step 0, before training, always is)."""
+    return (
+        bool(cfg.train.eval_every and step % cfg.train.eval_every == 0) or step == cfg.train.steps
+    )
 
 
 def task_seeds(cfg: Config, step: int) -> list[int]:

@@ -1,0 +1,58 @@
+"""The frozen control: the warm-started policy, never trained, evaluated as a run would evaluate it.
+
+A training run evaluates at steps 0, eval_every, ..., steps, each step with its own sampling seed.
+Evaluating the untrained policy at the same steps with the same seeds (common random numbers) shows
+how far such a curve moves by sampling alone, so a learning table can say whether a method did
+better than not learning at all. It costs the evaluations only: no rollouts, no updates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+
+from spear_rl.train.config import Config
+from spear_rl.train.metrics import MetricsLogger
+from spear_rl.train.trainer import (
+    TrainResult,
+    evaluate,
+    is_eval_step,
+    make_env_factory,
+    make_run_dir,
+    pick_device,
+    set_threads,
+)
+from spear_rl.train.validate import validate_config
+from spear_rl.train.warm_start import initial_policy
+
+FROZEN = "frozen"  # the preset name `spear compare` and benchmarks/learning.py answer with this
+
+
+def run_frozen(cfg: Config, echo=print) -> TrainResult:
+    """Write a run folder (config, metrics.jsonl, samples, result.json) of evaluations only."""
+    t_start = time.time()
+    cfg = dataclasses.replace(cfg, log=dataclasses.replace(cfg.log, preset=FROZEN))
+    validate_config(cfg)
+    set_threads(cfg)
+    run_dir = make_run_dir(cfg)
+    (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    echo(f"run folder: {run_dir} (frozen control: evaluations of the warm start only)")
+    env_factory = make_env_factory(cfg)
+    model, tokenizer, sft_stats = initial_policy(cfg, env_factory, echo)
+    model.to(pick_device(cfg.train.device))
+    logger = MetricsLogger(run_dir, cfg.log, cfg.to_dict(), resume=False)
+    if sft_stats:
+        logger.log(0, {f"sft/{k}": v for k, v in sft_stats.items() if isinstance(v, int | float)})
+    success = []
+    for step in [0] + [s for s in range(1, cfg.train.steps + 1) if is_eval_step(cfg, s)]:
+        metrics = evaluate(model, tokenizer, env_factory, cfg, run_dir, step)
+        logger.log(step, metrics)
+        success.append(metrics["eval/success_rate"])
+        echo(f"  step {step}: held-out success {success[-1]:.3f}")
+    logger.close()
+    result = TrainResult(run_dir, success[0], success[-1], time.time() - t_start, cfg.train.steps)
+    (run_dir / "result.json").write_text(
+        json.dumps(dataclasses.asdict(result), default=str, indent=2)
+    )
+    return result
