@@ -7,6 +7,10 @@ to reach the GRPO baseline's mean final success, plus overlaid curves (PNG).
 
     python benchmarks/learning.py --envs sokoban --presets grpo,drbot,spear --seeds 0,1,2
     python benchmarks/learning.py --envs sokoban,alfworld --presets grpo,drbot,spear,gigpo,drbot-gigpo,spear-gigpo
+    python benchmarks/learning.py --envs sokoban --presets drbot,spear,frozen --baseline drbot
+
+`frozen` (the warm start, evaluated at the same steps with the same seeds, never trained) adds the
+column "final - frozen": what training changed, seed by seed, next to what sampling alone moves.
 
 Held-out success is measured on evaluation seeds the training never draws; nothing is tuned on them.
 """
@@ -19,8 +23,10 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from spear_rl.train.compare import compare
+from spear_rl.train.compare import compare, mean_std
 from spear_rl.train.config import parse_overrides
+from spear_rl.train.frozen import FROZEN
+from spear_rl.train.metrics import read_metrics
 
 
 def steps_to_reach(curve: dict[str, list], target: float) -> float:
@@ -30,6 +36,19 @@ def steps_to_reach(curve: dict[str, list], target: float) -> float:
     return float("nan")  # never reached within the budget
 
 
+def late_training_success(run_dir: str) -> float:
+    """Mean training-rollout success over the last quarter of the steps. Every method of a seed
+    draws the same training tasks at each step, so this compares methods on the same episodes'
+    tasks, 64 x steps/4 of them, a larger sample than one evaluation."""
+    values = [
+        r["rollout/success_rate"]
+        for r in read_metrics(Path(run_dir))
+        if "rollout/success_rate" in r
+    ]
+    tail = values[-max(1, len(values) // 4) :]
+    return statistics.fmean(tail) if tail else float("nan")
+
+
 def learning_table(report: dict[str, Any], baseline: str) -> tuple[str, dict[str, Any]]:
     runs = report["runs"]
     target = (
@@ -37,35 +56,53 @@ def learning_table(report: dict[str, Any], baseline: str) -> tuple[str, dict[str
         if baseline in runs
         else float("nan")
     )
+    nan = float("nan")
+    frozen_final = {r["seed"]: r["final_success"] for r in runs.get(FROZEN, [])}
+    late = {
+        preset: {r["seed"]: late_training_success(r["run_dir"]) for r in items}
+        for preset, items in runs.items()
+    }
     rows = {}
     for preset, items in runs.items():
         reach = [steps_to_reach(r["curve"], target) for r in items]
         reached = [s for s in reach if s == s]
         rows[preset] = {
             "final": report["table"][preset]["final_success"],
+            # paired by seed: the same warm start and evaluation seeds, trained or not
+            "final_minus_frozen": mean_std(
+                [r["final_success"] - frozen_final.get(r["seed"], nan) for r in items]
+            ),
             "auc": report["table"][preset]["auc_success"],
+            "late_train_success": mean_std(list(late[preset].values())),
+            # paired by seed: the same training tasks at every step
+            "late_train_minus_baseline": mean_std(
+                [v - late.get(baseline, {}).get(seed, nan) for seed, v in late[preset].items()]
+            ),
             "steps_to_baseline": (
-                statistics.fmean(reached) if reached else float("nan"),
+                statistics.fmean(reached) if reached else nan,
                 len(reached),
                 len(reach),
             ),
             "wall": report["table"][preset]["wall_seconds"],
         }
+    columns = {
+        "final": "final success",
+        "final_minus_frozen": "final - frozen (same seed)",
+        "auc": "AUC success",
+        "late_train_success": "training success, last quarter of steps",
+        "late_train_minus_baseline": f"same, minus {baseline} (same seed)",
+    }
     lines = [
-        f"| method | final success | AUC success | steps to reach {baseline} final ({target:.3f}) | wall (s) |",
-        "|---|---|---|---|---|",
+        "| method | "
+        + " | ".join(columns.values())
+        + f" | steps to reach {baseline} final ({target:.3f}) | wall (s) |",
+        "|---" * (len(columns) + 3) + "|",
     ]
     for preset, row in rows.items():
-        (fm, fs), (am, as_), (sm, n_ok, n), (wm, _) = (
-            row["final"],
-            row["auc"],
-            row["steps_to_baseline"],
-            row["wall"],
-        )
+        cells = [f"{m:.3f} ± {s:.3f}" if m == m else "—" for m, s in (row[k] for k in columns)]
+        sm, n_ok, n = row["steps_to_baseline"]
         reach = f"{sm:.1f} ({n_ok}/{n} seeds)" if n_ok else f"not reached (0/{n})"
-        lines.append(
-            f"| {preset} | {fm:.3f} ± {fs:.3f} | {am:.3f} ± {as_:.3f} | {reach} | {wm:.0f} |"
-        )
+        lines.append(f"| {preset} | " + " | ".join(cells) + f" | {reach} | {row['wall'][0]:.0f} |")
     return "\n".join(lines) + "\n", rows
 
 

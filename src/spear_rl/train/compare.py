@@ -44,6 +44,9 @@ def summarise_run(run_dir: Path) -> dict[str, Any]:
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample std; NaN for both when any value is NaN (statistics.stdev raises on it)."""
+    if any(v != v for v in values):
+        return float("nan"), float("nan")
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
