@@ -9,7 +9,6 @@ better than not learning at all. It costs the evaluations only: no rollouts, no 
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 
 from spear_rl.train.config import Config
@@ -18,10 +17,12 @@ from spear_rl.train.trainer import (
     TrainResult,
     evaluate,
     is_eval_step,
+    log_sft_stats,
     make_env_factory,
     make_run_dir,
     pick_device,
     set_threads,
+    write_result,
 )
 from spear_rl.train.validate import validate_config
 from spear_rl.train.warm_start import initial_policy
@@ -43,7 +44,7 @@ def run_frozen(cfg: Config, echo=print) -> TrainResult:
     model.to(pick_device(cfg.train.device))
     logger = MetricsLogger(run_dir, cfg.log, cfg.to_dict(), resume=False)
     if sft_stats:
-        logger.log(0, {f"sft/{k}": v for k, v in sft_stats.items() if isinstance(v, int | float)})
+        log_sft_stats(logger, sft_stats)
     success = []
     for step in [0] + [s for s in range(1, cfg.train.steps + 1) if is_eval_step(cfg, s)]:
         metrics = evaluate(model, tokenizer, env_factory, cfg, run_dir, step)
@@ -52,7 +53,5 @@ def run_frozen(cfg: Config, echo=print) -> TrainResult:
         echo(f"  step {step}: held-out success {success[-1]:.3f}")
     logger.close()
     result = TrainResult(run_dir, success[0], success[-1], time.time() - t_start, cfg.train.steps)
-    (run_dir / "result.json").write_text(
-        json.dumps(dataclasses.asdict(result), default=str, indent=2)
-    )
+    write_result(result)
     return result

@@ -77,9 +77,7 @@ def train(
     if checkpoint is None:
         model, tokenizer, sft_stats = initial_policy(cfg, env_factory, echo)
         if sft_stats:
-            logger.log(
-                0, {f"sft/{k}": v for k, v in sft_stats.items() if isinstance(v, int | float)}
-            )
+            log_sft_stats(logger, sft_stats)
             echo(f"SFT done: {fmt_stats(sft_stats)}")
     else:
         model, tokenizer = build_policy(cfg, env_factory, checkpoint)
@@ -198,10 +196,18 @@ def train(
     result = TrainResult(
         run_dir, success_before, success_after, time.time() - t_start, cfg.train.steps
     )
-    (run_dir / "result.json").write_text(
+    write_result(result)
+    return result
+
+
+def log_sft_stats(logger: MetricsLogger, sft_stats: dict[str, Any]) -> None:
+    logger.log(0, {f"sft/{k}": v for k, v in sft_stats.items() if isinstance(v, int | float)})
+
+
+def write_result(result: TrainResult) -> None:
+    (result.run_dir / "result.json").write_text(
         json.dumps(dataclasses.asdict(result), default=str, indent=2)
     )
-    return result
 
 
 # ---- the named pieces the loop calls ---------------------------------------------------------------
