@@ -111,3 +111,27 @@ def test_safe_decode_never_raises(tokenizer):
     assert "\ufffd" in safe_decode(tokenizer, euro[:1] * 2)  # a cut-off multi-byte char
     assert safe_decode(tokenizer, [tokenizer.eos_token_id]) == ""  # special tokens skipped
     assert "\ufffd" in safe_decode(tokenizer, [10**9, -5])  # out-of-range ids
+
+
+def test_whole_terms_are_one_token_each_and_round_trip():
+    terms = ["B08BPC9HKM", "b08bpc9hkm", "[SEP]"]
+    tok = build_tiny_tokenizer(CORPUS, vocab_size=400, whole_terms=terms)
+    plain = build_tiny_tokenizer(CORPUS, vocab_size=400)
+    assert len(tok) == len(plain) + 3
+    text = "Next > [SEP] B08BPC9HKM [SEP] a shirt\nclick[b08bpc9hkm]"
+    ids = tok.encode(text, add_special_tokens=False)
+    assert tok.decode(ids) == text
+    pieces = [tok.decode([i]) for i in ids]
+    assert pieces.count("[SEP]") == 2 and "B08BPC9HKM" in pieces and "b08bpc9hkm" in pieces
+    # everything else tokenizes as without the terms
+    assert tok.encode("a shirt", add_special_tokens=False) == plain.encode(
+        "a shirt", add_special_tokens=False
+    )
+
+
+def test_too_many_whole_terms_is_a_clear_error(monkeypatch):
+    import spear_rl.models.tokenizer as tokenizer_module
+
+    monkeypatch.setattr(tokenizer_module, "MAX_WHOLE_TERMS", 2)
+    with pytest.raises(ValueError, match="whole terms"):
+        build_tiny_tokenizer(CORPUS, vocab_size=400, whole_terms=["a1", "b2", "c3"])

@@ -73,3 +73,22 @@ def test_sft_progress_prints_a_line_per_tenth_of_the_run():
     assert len(lines) == 11  # step 1, then 25, 50, ..., 250
     assert lines[0].startswith("  SFT step 1/250") and lines[-1].startswith("  SFT step 250/250")
     assert "about 0 s left" in lines[-1]
+
+
+def test_a_fresh_tiny_policy_keeps_the_envs_terms_whole():
+    pytest.importorskip("rank_bm25")
+    from spear_rl.train.sft import expert_trajectories
+    from spear_rl.train.trainer import make_env_factory
+    from spear_rl.train.warm_start import build_policy
+
+    cfg = load_config(
+        "webshop/spear", {"env": {"kwargs": {"num_products": 200}}, "sft": {"episodes": 2}}
+    )
+    factory = make_env_factory(cfg)
+    _, tokenizer = build_policy(cfg, factory, None)
+    (episode,) = expert_trajectories(tokenizer, factory, [0], cfg.rollout)
+    _, click = episode[1]  # the click on a product after the search
+    pieces = [tokenizer.decode([i]) for i in click]
+    env = factory()
+    env.reset(0)
+    assert any(piece in env.tokenizer_terms and piece[0] == "B" for piece in pieces), pieces

@@ -95,6 +95,12 @@ class Env(ABC):
         """The raw current observation; identical anchors within a group form a GiGPO step group."""
         return self.observation
 
+    @property
+    def tokenizer_terms(self) -> tuple[str, ...]:
+        """Strings a tokenizer trained from scratch on this env should keep whole (catalogue ids):
+        the tiny policy then copies one in a single look-up instead of one per character."""
+        return ()
+
     def expert_action(self) -> str | None:
         """A next action of an expert plan from the current state, when the env has one."""
         return None

@@ -30,11 +30,13 @@ def load_policy(
     cfg: ModelConfig,
     corpus: Callable[[], Iterable[str]] | None = None,
     seed: int = 0,
+    whole_terms: Iterable[str] = (),
 ):
     """Return `(model, tokenizer)` for `cfg.name_or_path`, in train mode, LoRA-wrapped if asked.
 
     "tiny": train the tokenizer on `corpus()` (env texts; without one the tokenizer only knows the
-    chat scaffolding and falls back to bytes) and build the model from `seed`.
+    chat scaffolding and falls back to bytes), keeping each of `whole_terms` as one token, and build
+    the model from `seed`. Pretrained models ignore `whole_terms`.
     """
     try:
         dtype = torch_dtype(cfg.dtype)
@@ -42,7 +44,8 @@ def load_policy(
         raise ModelLoadError(str(err)) from None
     name = cfg.name_or_path
     if name == "tiny":
-        tokenizer = build_tiny_tokenizer(corpus() if corpus is not None else [], cfg.tiny_vocab)
+        texts = corpus() if corpus is not None else []
+        tokenizer = build_tiny_tokenizer(texts, cfg.tiny_vocab, whole_terms)
         try:
             model = build_tiny_model(tokenizer, cfg, seed)
         except ValueError as err:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable
 
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 IM_START = "<|im_start|>"
@@ -36,7 +36,9 @@ CHATML_TEMPLATE = (
 # " ", "2" apart, every number follows the same " " token and the copy needs two.
 WORD_PATTERN = r" ?[A-Za-z][a-z]+| ?[0-9]|[\s\S]"
 # Bumped whenever the tokenizer a corpus trains changes, so cached warm starts are not reused.
-TOKENIZER_VERSION = 2
+TOKENIZER_VERSION = 3
+# Whole terms (see `build_tiny_tokenizer`) beyond this many are an env bug, not a vocabulary.
+MAX_WHOLE_TERMS = 50_000
 
 # Caps keep training well under a second however large the env corpus is.
 MAX_CORPUS_TEXTS = 20_000
@@ -57,13 +59,22 @@ _BASE_CORPUS = [
 ]
 
 
-def build_tiny_tokenizer(corpus: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+def build_tiny_tokenizer(
+    corpus: Iterable[str], vocab_size: int, whole_terms: Iterable[str] = ()
+) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE of `vocab_size` tokens (special tokens included) on `corpus`.
 
     Deterministic for a given corpus. The first MAX_CORPUS_TEXTS texts / MAX_CORPUS_CHARS chars are
     used. `eos` is `<|im_end|>` (generation stops at the end of the assistant turn), `pad` is
-    `<|pad|>`.
+    `<|pad|>`. Each of `whole_terms` (an env's ids, e.g. WebShop's "B08BPC9HKM") becomes one extra
+    token wherever it occurs: the BPE would split it into ten characters, and a two-layer model
+    copies one token from its context far more easily than ten in a row.
     """
+    terms = sorted({t for t in whole_terms if isinstance(t, str) and t.strip()})
+    if len(terms) > MAX_WHOLE_TERMS:
+        raise ValueError(
+            f"{len(terms)} whole terms for the tiny tokenizer; at most {MAX_WHOLE_TERMS} are allowed"
+        )
     minimum = len(SPECIAL_TOKENS) + len(pre_tokenizers.ByteLevel.alphabet())
     if vocab_size < minimum:
         raise ValueError(f"tiny tokenizer vocab_size must be at least {minimum}, got {vocab_size}")
@@ -104,6 +115,8 @@ def build_tiny_tokenizer(corpus: Iterable[str], vocab_size: int) -> PreTrainedTo
         clean_up_tokenization_spaces=False,
         model_max_length=1 << 20,
     )
+    if terms:
+        tokenizer.add_tokens([AddedToken(t, normalized=False, special=False) for t in terms])
     tokenizer.chat_template = CHATML_TEMPLATE
     tokenizer.padding_side = "right"
     return tokenizer

@@ -32,8 +32,19 @@ def build_policy(cfg: Config, env_factory, checkpoint: Path | None):
         return load_saved_policy(cfg.model, checkpoint, seed=cfg.train.seed)
     corpus_seeds = range(max(64, cfg.sft.episodes))
     return load_policy(
-        cfg.model, corpus=lambda: sft_corpus_texts(env_factory, corpus_seeds), seed=cfg.train.seed
+        cfg.model,
+        corpus=lambda: sft_corpus_texts(env_factory, corpus_seeds),
+        seed=cfg.train.seed,
+        whole_terms=env_tokenizer_terms(env_factory) if cfg.model.name_or_path == "tiny" else (),
     )
+
+
+def env_tokenizer_terms(env_factory) -> tuple[str, ...]:
+    env = env_factory()
+    try:
+        return tuple(env.tokenizer_terms)
+    finally:
+        env.close()
 
 
 def sft_warm_start(model, tokenizer, env_factory, cfg: Config, echo=print) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from spear_rl.envs.webshop.pages import (
     NEXT_PAGE,
     PREV_PAGE,
     RESULTS_PER_PAGE,
+    SEP,
     PageView,
     ResultRow,
     detail_view,
@@ -133,6 +134,13 @@ class WebShopEnv(Env):
     @property
     def admissible_actions(self) -> list[str]:
         return [] if self.done else self.view.admissible_actions()
+
+    @property
+    def tokenizer_terms(self) -> tuple[str, ...]:
+        """Every product id, as pages show it and as clicks list it (lower case), and the part
+        separator (30 per results page: 5 tokens each otherwise)."""
+        ids = [p.product_id for p in self.catalogue.products]
+        return (SEP.strip(), *ids, *(i.lower() for i in ids))
 
     def expert_action(self) -> str | None:
         """The oracle: search with the instruction, open the first listed product that satisfies
