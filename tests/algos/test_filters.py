@@ -99,11 +99,11 @@ def test_normal_text_is_readable(text):
 
 BAD = {
     "truncated": True,
-    "valid": False,
+    "parsed": False,
     "token_ids": PHRASE * 10,
     "text": "\u00c3\u00a9",
 }
-GOOD = {"truncated": False, "valid": True, "token_ids": PHRASE, "text": "fine"}
+GOOD = {"truncated": False, "parsed": True, "token_ids": PHRASE, "text": "fine"}
 ALL_ON = FilterConfig(overlong=True, incomplete=True, repetitive=True, unreadable=True)
 
 
@@ -131,7 +131,7 @@ def test_a_switched_off_filter_never_fires(name):
 def test_repeat_settings_come_from_the_config():
     cfg = FilterConfig(repetitive=True, repeat_ngram=2, repeat_count=3)
     reasons = response_filter_reasons(
-        truncated=False, valid=True, token_ids=[1, 2, 1, 2, 1, 2], text="", cfg=cfg
+        truncated=False, parsed=True, token_ids=[1, 2, 1, 2, 1, 2], text="", cfg=cfg
     )
     assert reasons == ["repetitive"]
 

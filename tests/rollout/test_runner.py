@@ -281,3 +281,16 @@ def test_bad_config_names_the_key(policy):
     model, tokenizer = policy
     with pytest.raises(ValueError, match="rollout.layout"):
         run_rollout(model, tokenizer, CorridorEnv, [0], RolloutConfig(layout="sideways"), seed=0)
+
+
+@pytest.mark.parametrize("layout", ["per_turn", "whole"])
+def test_a_rejected_action_is_parsed_and_a_reply_without_one_is_void(policy, monkeypatch, layout):
+    model, tokenizer = policy
+    cfg = RolloutConfig(group_size=2, max_turns=3, layout=layout)
+    monkeypatch.setattr(runner, "generate", _scripted(tokenizer, _jump(tokenizer)))
+    rejected = run_rollout(model, tokenizer, CorridorEnv, SEEDS[:2], cfg, seed=0).samples
+    assert rejected and all(s.parsed and not s.valid for s in rejected)
+    untagged = tokenizer.encode("just go left", add_special_tokens=False) + [tokenizer.eos_token_id]
+    monkeypatch.setattr(runner, "generate", _scripted(tokenizer, lambda _p, _c: untagged))
+    void = run_rollout(model, tokenizer, CorridorEnv, SEEDS[:2], cfg, seed=0).samples
+    assert void and all(not s.parsed and not s.valid for s in void)

@@ -3,7 +3,8 @@
 A filtered sample keeps its reward in the group statistics; the trainer only zeroes its loss mask.
 The four response filters, each its own switch:
 - overlong: the response hit its token limit;
-- incomplete: no parseable action / final answer (a "void turn");
+- incomplete: no parseable action / final answer (a "void turn"); a parseable action the env
+  rejects is not void: it keeps its loss, so the invalid-turn penalty can push it down;
 - repetitive: some `repeat_ngram`-token n-gram occurs at least `repeat_count` times;
 - unreadable: the decoded text holds U+FFFD, lone surrogates or mojibake (UTF-8 read as latin-1/cp1252).
 """
@@ -99,13 +100,13 @@ def is_unreadable(text: str) -> bool:
 
 
 def response_filter_reasons(
-    *, truncated: bool, valid: bool, token_ids: Sequence[int], text: str, cfg: FilterConfig
+    *, truncated: bool, parsed: bool, token_ids: Sequence[int], text: str, cfg: FilterConfig
 ) -> list[str]:
     """Names of the switched-on filters that fire for one response, in `FILTER_NAMES` order."""
     reasons = []
     if cfg.overlong and truncated:
         reasons.append("overlong")
-    if cfg.incomplete and not valid:
+    if cfg.incomplete and not parsed:
         reasons.append("incomplete")
     if cfg.repetitive and is_repetitive(token_ids, cfg.repeat_ngram, cfg.repeat_count):
         reasons.append("repetitive")
@@ -117,16 +118,16 @@ def response_filter_reasons(
 def apply_response_filters(
     items: Sequence[tuple[bool, bool, Sequence[int], str]], cfg: FilterConfig
 ) -> tuple[list[bool], dict[str, int]]:
-    """Keep flags for (truncated, valid, token_ids, text) items and how often each filter fired.
+    """Keep flags for (truncated, parsed, token_ids, text) items and how often each filter fired.
 
     The counts hold every name in `FILTER_NAMES` (0 when switched off) so logged metrics keep the
     same keys; a sample caught by two filters counts once for each.
     """
     keep: list[bool] = []
     counts = dict.fromkeys(FILTER_NAMES, 0)
-    for truncated, valid, token_ids, text in items:
+    for truncated, parsed, token_ids, text in items:
         reasons = response_filter_reasons(
-            truncated=truncated, valid=valid, token_ids=token_ids, text=text, cfg=cfg
+            truncated=truncated, parsed=parsed, token_ids=token_ids, text=text, cfg=cfg
         )
         for name in reasons:
             counts[name] += 1

@@ -29,6 +29,9 @@ class Sample:
     anchor: str = ""  # raw observation the turn acted on (GiGPO step groups)
     step_reward: float = 0.0  # env reward received for this turn (per_turn); E_tau in whole
     valid: bool = True  # response parsed and the action was accepted (all turns valid, in whole)
+    # the response held a parseable action or answer, accepted or not (False: a void turn; in
+    # whole, False when any turn was void). The incomplete filter reads this, not `valid`.
+    parsed: bool = True
     num_invalid: int = 0  # invalid turns inside this sample (1/0 per_turn; count in whole)
     truncated: bool = False  # the response hit its token limit (overlong filter)
     response_text: str = ""  # decoded model text, for filters and logs only

@@ -94,7 +94,7 @@ def score_batch(
 
     # Response filters zero a sample's loss; its reward still counts in the group statistics.
     keep, filter_counts = apply_response_filters(
-        [(s.truncated, s.valid, s.response_ids, s.response_text) for s in samples],
+        [(s.truncated, s.parsed, s.response_ids, s.response_text) for s in samples],
         filter_config(cfg),
     )
 

@@ -1,0 +1,36 @@
+"""score_batch: which samples the update trains on under the Dr.BoT void-turn filter."""
+
+from spear_rl.rollout.sample import Sample, Trajectory
+from spear_rl.train.config import AlgoConfig
+from spear_rl.train.scoring import score_batch
+
+
+def _trajectory(traj_id: int, reward: float, *, valid: bool, parsed: bool) -> Trajectory:
+    sample = Sample(
+        prompt_ids=[1, 2],
+        response_ids=[3, 4],
+        loss_mask=[1, 1],
+        old_logprobs=[-1.0, -1.0],
+        group_id=0,
+        traj_id=traj_id,
+        valid=valid,
+        parsed=parsed,
+        num_invalid=int(not valid),
+    )
+    traj = Trajectory(group_id=0, traj_id=traj_id, task_seed=0, task="t", samples=[sample])
+    traj.episode_reward = reward
+    return traj
+
+
+def test_void_turn_filter_drops_only_replies_without_an_action():
+    cfg = AlgoConfig(filter_incomplete=True, group_filter_ratio=1.0, invalid_penalty=0.1)
+    trajectories = [
+        _trajectory(0, 1.0, valid=True, parsed=True),
+        _trajectory(1, 0.0, valid=False, parsed=True),  # an action the env rejected
+        _trajectory(2, 0.0, valid=False, parsed=False),  # no action at all: a void turn
+    ]
+    scored = score_batch(trajectories, cfg, toolcall_weight=0.0)
+    assert [s.traj_id for s in scored.train] == [0, 1]
+    rejected = scored.train[1]
+    assert rejected.reward < 0 and rejected.advantage < 0  # the penalty reaches the update
+    assert scored.metrics["filter/incomplete"] == 1.0
