@@ -142,11 +142,12 @@ def test_malformed_tool_json_is_an_invalid_turn_that_says_why(problem_file):
     bad = env.step('<tool_call>{"name": "python", "arguments": {"code": print(1)}}</tool_call>')
     assert not bad.info["valid"] and not bad.info["tool_call"] and not bad.done
     assert "not valid JSON" in bad.info["feedback"]
+    assert bad.info["parsed"] is False  # a void turn for Dr.BoT's incomplete filter
     wrong_tool = env.step('<tool_call>{"name": "bash", "arguments": {"code": "ls"}}</tool_call>')
     assert "unknown tool 'bash'" in wrong_tool.info["feedback"]
     # the tool budget is untouched: the one allowed call still runs
     ok = env.step(hermes("print(12345 + 1)"))
-    assert ok.info["tool_call"] and ok.observation.startswith("12346\n")
+    assert ok.info["tool_call"] and ok.observation.startswith("12346\n") and ok.info["parsed"]
 
 
 def test_both_formats_and_string_arguments_run(problem_file):

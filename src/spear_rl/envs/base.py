@@ -77,6 +77,8 @@ class Env(ABC):
             result.info.setdefault("tool_call", bool(result.info["valid"]))
         result.info["won"] = self.won
         result.info.setdefault("action", action)
+        # False: a void turn (Dr.BoT's incomplete filter); an env may also mark a malformed call so
+        result.info.setdefault("parsed", action is not None)
         self.done = result.done
         if result.info["valid"]:
             self.observation = result.observation

@@ -48,6 +48,7 @@ class _Episode:
     finished: bool = False
     prompt: list[int] = field(default_factory=list)  # what the model is fed this turn
     turn_truncated: list[bool] = field(default_factory=list)
+    turn_parsed: list[bool] = field(default_factory=list)
     response_texts: list[str] = field(default_factory=list)
     first_observation: str = ""
     context_limit_hit: bool = False
@@ -199,6 +200,8 @@ def _record_turn(
     trajectory.invalid_turns += int(not valid)
     trajectory.tool_calls += int(bool(info.get("tool_call", False)))
     episode.turn_truncated.append(bool(out.truncated))
+    parsed = bool(info.get("parsed", info.get("action") is not None))
+    episode.turn_parsed.append(parsed)
     episode.response_texts.append(text)
     if cfg.layout == "per_turn":
         trajectory.samples.append(
@@ -213,7 +216,7 @@ def _record_turn(
                 anchor=anchor,
                 step_reward=float(result.reward),
                 valid=valid,
-                parsed=info.get("action") is not None,
+                parsed=parsed,
                 num_invalid=int(not valid),
                 truncated=bool(out.truncated),
                 response_text=text,
@@ -246,7 +249,7 @@ def _finish(episode: _Episode, cfg: RolloutConfig, reason: str, timed_out: bool)
                 anchor=episode.first_observation,
                 step_reward=trajectory.episode_reward,
                 valid=trajectory.invalid_turns == 0,
-                parsed=all(turn.action is not None for turn in trajectory.turns),
+                parsed=all(episode.turn_parsed),
                 num_invalid=trajectory.invalid_turns,
                 truncated=any(episode.turn_truncated) or episode.context_limit_hit,
                 response_text="\n".join(episode.response_texts),

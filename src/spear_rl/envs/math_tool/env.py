@@ -158,9 +158,9 @@ class MathToolEnv(Env):
         if kind == "answer":
             return self._answer(text)
         feedback = f"Invalid tool call: {text}."
-        return StepResult(
-            self.observation, 0.0, False, {"valid": False, "tool_call": False, "feedback": feedback}
-        )
+        # a malformed call is no action at all: a void turn for the incomplete filter
+        info = {"valid": False, "tool_call": False, "parsed": False, "feedback": feedback}
+        return StepResult(self.observation, 0.0, False, info)
 
     def _run_tool(self, code: str) -> StepResult:
         if self.tool_turns >= self.max_tool_turns:
