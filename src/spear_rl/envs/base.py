@@ -77,7 +77,7 @@ class Env(ABC):
             result.info.setdefault("tool_call", bool(result.info["valid"]))
         result.info["won"] = self.won
         result.info.setdefault("action", action)
-        # False: a void turn (Dr.BoT's incomplete filter); an env may also mark a malformed call so
+        # False: a void turn for Dr.BoT's incomplete filter (the math env also marks malformed calls)
         result.info.setdefault("parsed", action is not None)
         self.done = result.done
         if result.info["valid"]:

@@ -200,7 +200,7 @@ def _record_turn(
     trajectory.invalid_turns += int(not valid)
     trajectory.tool_calls += int(bool(info.get("tool_call", False)))
     episode.turn_truncated.append(bool(out.truncated))
-    parsed = bool(info.get("parsed", info.get("action") is not None))
+    parsed = bool(info.get("parsed", False))  # Env.step sets it; absent for a crashed env call
     episode.turn_parsed.append(parsed)
     episode.response_texts.append(text)
     if cfg.layout == "per_turn":
