@@ -160,14 +160,14 @@ class WebShopEnv(Env):
             results = self.catalogue.search(state.query)
             start = (state.page_num - 1) * RESULTS_PER_PAGE
             for index in results[start : start + RESULTS_PER_PAGE]:
-                if self._satisfies_goal(index):
+                if self.satisfies_goal(index):
                     return f"click[{self.catalogue.products[index].product_id}]"
             if state.query == self._expert_query() and target.index in results:
                 target_page = results.index(target.index) // RESULTS_PER_PAGE + 1
                 return f"click[{_NEXT if target_page > state.page_num else _PREV}]"
             return f"click[{_BACK}]"
         if state.kind == "item":
-            if not self._satisfies_goal(state.product):
+            if not self.satisfies_goal(state.product):
                 return f"click[{_PREV}]"
             selected = dict(state.selected)
             for group, value in goal.options:
@@ -175,6 +175,14 @@ class WebShopEnv(Env):
                     return f"click[{element_key(value)}]"
             return f"click[{_BUY}]"
         return f"click[{_PREV}]"  # detail page
+
+    def satisfies_goal(self, index: int) -> bool:
+        """Whether buying product `index` with the goal's options clicked would score 1.0."""
+        assert self.goal is not None
+        product = self.catalogue.products[index]
+        offered = {group: values for group, values in product.options}
+        chosen = {g: v for g, v in self.goal.options if v in offered.get(g, ())}
+        return score_purchase(product, self.goal, chosen).success
 
     # ---- internals --------------------------------------------------------------------------
     def _expert_query(self) -> str:
@@ -191,14 +199,6 @@ class WebShopEnv(Env):
                     break
             self._oracle_query = query
         return self._oracle_query
-
-    def _satisfies_goal(self, index: int) -> bool:
-        """Whether buying product `index` with the goal's options clicked would score 1.0."""
-        assert self.goal is not None
-        product = self.catalogue.products[index]
-        offered = {group: values for group, values in product.options}
-        chosen = {g: v for g, v in self.goal.options if v in offered.get(g, ())}
-        return score_purchase(product, self.goal, chosen).success
 
     def _transition(self, state: PageState, action: Accepted) -> PageState:
         if action.verb == "search":

@@ -1,0 +1,107 @@
+"""Where WebShop episodes fail: a per-stage funnel of a policy's trajectories.
+
+Success alone says little about a weak policy (0/48 looks the same whether it never searches or
+buys the right item in the wrong size). `episode_funnel` replays a trajectory's actions in a fresh
+generated-catalogue env on the same task seed (the env is deterministic) and records how far the
+episode got: searched, how much of the instruction the first query kept, a product that would
+score 1.0 shown on a results page, such a product opened, all the goal's options clicked on it,
+a purchase, and on which page each invalid turn happened.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable
+
+from spear_rl.envs.webshop.env import WebShopEnv
+from spear_rl.envs.webshop.pages import RESULTS_PER_PAGE
+from spear_rl.rollout.sample import Trajectory
+
+STAGES = (
+    "searched",
+    "good_product_listed",
+    "good_product_opened",
+    "options_complete",
+    "bought",
+    "won",
+)
+_WORD_RE = re.compile(r"[a-z0-9]+")
+_PRICE_CLAUSE = ", and price lower than"
+
+
+def instruction_words(instruction: str) -> set[str]:
+    """The instruction's words without its price clause (a query need not say the price)."""
+    return set(_WORD_RE.findall(instruction.split(_PRICE_CLAUSE, 1)[0].lower()))
+
+
+def episode_funnel(env: WebShopEnv, trajectory: Trajectory) -> dict:
+    """Replay `trajectory` in `env` and return how far it got (see STAGES) plus the first query's
+    recall of the instruction's words and the page kind of each invalid turn."""
+    env.reset(trajectory.task_seed)
+    assert env.goal is not None
+    goal_words = instruction_words(env.goal.instruction)
+    goal_options = set(env.goal.options)
+    reached = dict.fromkeys(STAGES, False)
+    first_query: str | None = None
+    invalid_pages: list[str] = []
+    for turn in trajectory.turns:
+        page = env.state.kind
+        if env.done:
+            break
+        if turn.action is None:
+            invalid_pages.append(f"{page}: no action")
+            continue
+        result = env.step(env.format_action(turn.action))
+        if not result.info.get("valid", True):
+            invalid_pages.append(f"{page}: rejected")
+            continue
+        state = env.state
+        if state.kind == "results":
+            reached["searched"] = True
+            if first_query is None:
+                first_query = state.query
+            if any(env.satisfies_goal(i) for i in _listed(env)):
+                reached["good_product_listed"] = True
+        if state.kind in ("item", "done") and env.satisfies_goal(state.product):
+            reached["good_product_opened"] = True
+            if goal_options <= set(state.selected):
+                reached["options_complete"] = True
+        if state.kind == "done":
+            reached["bought"], reached["won"] = True, env.won
+    query_words = set(_WORD_RE.findall((first_query or "").lower()))
+    recall = len(goal_words & query_words) / max(1, len(goal_words)) if first_query else None
+    return {
+        **reached,
+        "query_recall": recall,
+        "score": env.last_score.score if env.last_score else None,
+        "invalid_pages": invalid_pages,
+    }
+
+
+def _listed(env: WebShopEnv) -> tuple[int, ...]:
+    """Catalogue indices of the products on the current results page."""
+    start = (env.state.page_num - 1) * RESULTS_PER_PAGE
+    return env.catalogue.search(env.state.query)[start : start + RESULTS_PER_PAGE]
+
+
+def funnel_summary(
+    env_factory: Callable[[], WebShopEnv], trajectories: Iterable[Trajectory]
+) -> dict:
+    """The share of episodes that reached each stage, the mean first-query recall and purchase
+    score, and the invalid turns counted by page."""
+    env = env_factory()
+    rows = [episode_funnel(env, t) for t in trajectories]
+    env.close()
+    n = max(1, len(rows))
+    recalls = [r["query_recall"] for r in rows if r["query_recall"] is not None]
+    scores = [r["score"] for r in rows if r["score"] is not None]
+    return {
+        "episodes": len(rows),
+        **{stage: sum(r[stage] for r in rows) / n for stage in STAGES},
+        "first_query_recall": sum(recalls) / len(recalls) if recalls else None,
+        "purchase_score": sum(scores) / len(scores) if scores else None,
+        "invalid_turns_by_page": dict(
+            Counter(p for r in rows for p in r["invalid_pages"]).most_common()
+        ),
+    }
