@@ -4,7 +4,8 @@ Evaluates the SFT start of a recipe (from `--sft.cache_dir`, or trained here) an
 of a run of that recipe on the same held-out seeds, and prints, for each policy, the share of
 episodes that searched, had a product scoring 1.0 on a results page, opened one, clicked all its
 goal options, bought anything, and won; the first query's recall of the instruction's words; the
-mean purchase score; and where the invalid turns happened.
+mean purchase score; where the invalid turns happened; and which listed product the policy
+tried to open first (the top result, another, or an id the page does not show).
 
     python benchmarks/webshop_funnel.py --recipe webshop/spear --sft.cache_dir=DIR \
         --checkpoints RUN/checkpoints/step_000010,RUN/checkpoints/step_000030
@@ -74,10 +75,19 @@ def main() -> None:
     for row in rows:
         pages = ", ".join(f"{k} {v}" for k, v in row["invalid_turns_by_page"].items())
         print(f"\n{row['policy']}: invalid turns {row['invalid_rate']:.0%} ({pages or 'none'})")
+        print(
+            f"  first product click on a results page: the top result {_share(row['first_pick_top'])},"
+            f" an id not on the page {_share(row['first_pick_unlisted'])}; the first search's top"
+            f" result satisfies the goal in {_share(row['top_result_good'])} of episodes"
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"recipe": args.recipe, "rows": rows}, indent=2))
     print(f"\nJSON: {out}")
+
+
+def _share(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0%}"
 
 
 if __name__ == "__main__":

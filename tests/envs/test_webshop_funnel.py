@@ -28,13 +28,20 @@ def test_the_oracle_reaches_every_stage():
     row = episode_funnel(env, trajectory(0, oracle_actions(env, 0)))
     assert all(row[stage] for stage in STAGES)
     assert row["query_recall"] == 1.0 and row["score"] == 1.0 and row["invalid_pages"] == []
+    assert row["first_pick"] == 0 and row["top_result_good"] is True
 
 
 def test_a_wrong_purchase_stops_the_funnel_and_invalid_turns_are_placed_by_page():
     env = WebShopEnv(catalogue=tiny_catalogue())
     env.reset(0)  # a chocolate bar goal; buy the mouse instead
-    actions = [None, "click[b0zzzzzzz9]", "search[wireless mouse]", "click[b0ccccccc3]",
-               "click[nowhere]", "click[buy now]"]  # fmt: skip
+    actions = [
+        None,
+        "click[b0zzzzzzz9]",
+        "search[wireless mouse]",
+        "click[b0ccccccc3]",
+        "click[nowhere]",
+        "click[buy now]",
+    ]
     row = episode_funnel(env, trajectory(0, actions))
     assert row["searched"] and row["bought"]
     assert not (row["good_product_opened"] or row["options_complete"] or row["won"])
@@ -56,3 +63,40 @@ def test_an_episode_that_never_acts_reaches_nothing_and_the_summary_averages():
 def test_instruction_words_drop_the_price_clause():
     words = instruction_words("i need a usb c mouse, and price lower than 30.00 dollars")
     assert words == {"i", "need", "a", "usb", "c", "mouse"}
+
+
+def test_the_first_pick_is_ranked_on_its_page_links_are_skipped_and_unknown_ids_are_unlisted():
+    env = WebShopEnv(catalogue=tiny_catalogue())
+    env.reset(0)
+    env.step(env.format_action("search[dark chocolate bar]"))
+    listed = [
+        env.catalogue.products[i].product_id for i in env.catalogue.search("dark chocolate bar")
+    ]
+    assert len(listed) >= 2
+    second = listed[1].lower()
+    row = episode_funnel(env, trajectory(0, ["search[dark chocolate bar]", f"click[{second}]"]))
+    assert row["first_pick"] == 1
+    row = episode_funnel(
+        env,
+        trajectory(
+            0,
+            [
+                "search[dark chocolate bar]",
+                "click[back to search]",
+                "search[chocolate]",
+                "click[b0nowhere00]",
+                f"click[{second}]",
+            ],
+        ),
+    )
+    assert row["first_pick"] == "unlisted"
+    summary = funnel_summary(
+        lambda: WebShopEnv(catalogue=tiny_catalogue()),
+        [
+            trajectory(0, ["search[dark chocolate bar]", f"click[{second}]"]),
+            trajectory(0, ["search[dark chocolate bar]", f"click[{listed[0]}]"]),
+            trajectory(0, [None]),
+        ],
+    )
+    assert summary["first_pick_top"] == 0.5 and summary["first_pick_unlisted"] == 0.0
+    assert summary["top_result_good"] in (0.0, 1.0)  # both searches are the same

@@ -5,7 +5,11 @@ buys the right item in the wrong size). `episode_funnel` replays a trajectory's 
 generated-catalogue env on the same task seed (the env is deterministic) and records how far the
 episode got: searched, how much of the instruction the first query kept, a product that would
 score 1.0 shown on a results page, such a product opened, all the goal's options clicked on it,
-a purchase, and on which page each invalid turn happened.
+a purchase, and on which page each invalid turn happened. It also records the first product the
+policy tried to open from a results page (its rank on the page, or "unlisted" for an id the page
+does not show) and whether the top result of the first search satisfied the goal: the oracle
+nearly always opens the top result, so these separate "cannot copy an id" from "picks the wrong
+one".
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ STAGES = (
 )
 _WORD_RE = re.compile(r"[a-z0-9]+")
 _PRICE_CLAUSE = ", and price lower than"
+_CLICK_RE = re.compile(r"^click\[(.*)\]$", re.DOTALL)
+_PAGE_LINKS = ("next >", "< prev", "back to search")
 
 
 def instruction_words(instruction: str) -> set[str]:
@@ -44,6 +50,8 @@ def episode_funnel(env: WebShopEnv, trajectory: Trajectory) -> dict:
     goal_options = set(env.goal.options)
     reached = dict.fromkeys(STAGES, False)
     first_query: str | None = None
+    first_pick: int | str | None = None
+    top_result_good: bool | None = None
     invalid_pages: list[str] = []
     for turn in trajectory.turns:
         page = env.state.kind
@@ -52,6 +60,8 @@ def episode_funnel(env: WebShopEnv, trajectory: Trajectory) -> dict:
         if turn.action is None:
             invalid_pages.append(f"{page}: no action")
             continue
+        if page == "results" and first_pick is None:
+            first_pick = _pick_rank(env, turn.action)
         result = env.step(env.format_action(turn.action))
         if not result.info.get("valid", True):
             invalid_pages.append(f"{page}: rejected")
@@ -61,6 +71,8 @@ def episode_funnel(env: WebShopEnv, trajectory: Trajectory) -> dict:
             reached["searched"] = True
             if first_query is None:
                 first_query = state.query
+                listed = _listed(env)
+                top_result_good = bool(listed) and env.satisfies_goal(listed[0])
             if any(env.satisfies_goal(i) for i in _listed(env)):
                 reached["good_product_listed"] = True
         if state.kind in ("item", "done") and env.satisfies_goal(state.product):
@@ -75,8 +87,21 @@ def episode_funnel(env: WebShopEnv, trajectory: Trajectory) -> dict:
         **reached,
         "query_recall": recall,
         "score": env.last_score.score if env.last_score else None,
+        "first_pick": first_pick,
+        "top_result_good": top_result_good,
         "invalid_pages": invalid_pages,
     }
+
+
+def _pick_rank(env: WebShopEnv, action: str) -> int | str | None:
+    """The rank on the current results page of the product `action` clicks ("unlisted" for an id
+    the page does not show); None for anything that is not a product click."""
+    match = _CLICK_RE.match(action.strip())
+    if match is None or match.group(1).strip().lower() in _PAGE_LINKS:
+        return None
+    clicked = match.group(1).strip().lower()
+    listed = [env.catalogue.products[i].product_id.lower() for i in _listed(env)]
+    return listed.index(clicked) if clicked in listed else "unlisted"
 
 
 def _listed(env: WebShopEnv) -> tuple[int, ...]:
@@ -96,11 +121,18 @@ def funnel_summary(
     n = max(1, len(rows))
     recalls = [r["query_recall"] for r in rows if r["query_recall"] is not None]
     scores = [r["score"] for r in rows if r["score"] is not None]
+    picks = [r["first_pick"] for r in rows if r["first_pick"] is not None]
+    tops = [r["top_result_good"] for r in rows if r["top_result_good"] is not None]
     return {
         "episodes": len(rows),
         **{stage: sum(r[stage] for r in rows) / n for stage in STAGES},
         "first_query_recall": sum(recalls) / len(recalls) if recalls else None,
         "purchase_score": sum(scores) / len(scores) if scores else None,
+        # among episodes that tried to open a product from a results page
+        "first_pick_top": picks.count(0) / len(picks) if picks else None,
+        "first_pick_unlisted": picks.count("unlisted") / len(picks) if picks else None,
+        # among episodes that searched: would opening the top result have been right?
+        "top_result_good": sum(tops) / len(tops) if tops else None,
         "invalid_turns_by_page": dict(
             Counter(p for r in rows for p in r["invalid_pages"]).most_common()
         ),
