@@ -19,7 +19,13 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 
 from spear_rl.envs.webshop.env import WebShopEnv
-from spear_rl.envs.webshop.pages import RESULTS_PER_PAGE
+from spear_rl.envs.webshop.pages import (
+    BACK_TO_SEARCH,
+    NEXT_PAGE,
+    PREV_PAGE,
+    RESULTS_PER_PAGE,
+    element_key,
+)
 from spear_rl.rollout.sample import Trajectory
 
 STAGES = (
@@ -32,8 +38,8 @@ STAGES = (
 )
 _WORD_RE = re.compile(r"[a-z0-9]+")
 _PRICE_CLAUSE = ", and price lower than"
-_CLICK_RE = re.compile(r"^click\[(.*)\]$", re.DOTALL)
-_PAGE_LINKS = ("next >", "< prev", "back to search")
+_CLICK_RE = re.compile(r"^click\[(.*)\]$", re.IGNORECASE | re.DOTALL)
+_PAGE_LINKS = tuple(element_key(link) for link in (NEXT_PAGE, PREV_PAGE, BACK_TO_SEARCH))
 
 
 def instruction_words(instruction: str) -> set[str]:
@@ -69,11 +75,11 @@ def episode_funnel(env: WebShopEnv, trajectory: Trajectory) -> dict:
         state = env.state
         if state.kind == "results":
             reached["searched"] = True
+            listed = _listed(env)
             if first_query is None:
                 first_query = state.query
-                listed = _listed(env)
                 top_result_good = bool(listed) and env.satisfies_goal(listed[0])
-            if any(env.satisfies_goal(i) for i in _listed(env)):
+            if any(env.satisfies_goal(i) for i in listed):
                 reached["good_product_listed"] = True
         if state.kind in ("item", "done") and env.satisfies_goal(state.product):
             reached["good_product_opened"] = True
@@ -97,10 +103,10 @@ def _pick_rank(env: WebShopEnv, action: str) -> int | str | None:
     """The rank on the current results page of the product `action` clicks ("unlisted" for an id
     the page does not show); None for anything that is not a product click."""
     match = _CLICK_RE.match(action.strip())
-    if match is None or match.group(1).strip().lower() in _PAGE_LINKS:
+    clicked = element_key(match.group(1)) if match else None
+    if clicked is None or clicked in _PAGE_LINKS:
         return None
-    clicked = match.group(1).strip().lower()
-    listed = [env.catalogue.products[i].product_id.lower() for i in _listed(env)]
+    listed = [element_key(env.catalogue.products[i].product_id) for i in _listed(env)]
     return listed.index(clicked) if clicked in listed else "unlisted"
 
 
