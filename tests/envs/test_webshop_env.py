@@ -340,3 +340,35 @@ def test_missing_rank_bm25_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_bm25)
     with pytest.raises(search.MissingDependencyError, match=r"spear-rl\[webshop\]"):
         search.SearchIndex(["a b c"])
+
+
+def test_shuffled_ids_change_per_episode_and_the_oracle_still_wins():
+    plain, shuffled = make_env("webshop"), make_env("webshop", shuffle_ids=True)
+    seeds = list(range(100)) + [EVAL_SEED_OFFSET + i for i in range(100)]
+    for seed in seeds:
+        score, won, _ = run_oracle(shuffled, seed)
+        assert (score, won) == (1.0, True), (seed, shuffled.task)
+    plain.reset(5)
+    shuffled.reset(5)
+    assert plain.task == shuffled.task  # same goal, same products; only the ids differ
+    every = range(len(plain.catalogue.products))
+    assert sorted(map(shuffled.shown_id, every)) == sorted(map(plain.shown_id, every))
+    first = [shuffled.shown_id(i) for i in range(20)]
+    assert first != [plain.shown_id(i) for i in range(20)]
+    shuffled.reset(6)
+    assert first != [shuffled.shown_id(i) for i in range(20)]
+    shuffled.reset(5)
+    assert first == [shuffled.shown_id(i) for i in range(20)]  # a pure function of the task seed
+
+
+def test_shuffled_ids_a_recalled_catalogue_id_buys_the_product_the_page_names():
+    env = make_env("webshop", shuffle_ids=True)
+    env.reset(3)
+    result = act(env, f"search[{env.task}]")
+    index = env.catalogue.search(env.state.query)[0]
+    real_id, shown_id = env.catalogue.products[index].product_id, env.shown_id(index)
+    assert shown_id in result.observation
+    if real_id != shown_id and real_id not in result.observation:
+        assert not act(env, f"click[{real_id}]").info["valid"]
+    act(env, f"click[{shown_id}]")
+    assert env.state.kind == "item" and env.state.product == index

@@ -4,11 +4,16 @@ An episode: the agent reads an instruction, searches, pages through results, ope
 options and buys. The purchase is scored with WebShop's formula (`reward.py`); the env reward is
 SUCCESS_REWARD for a score of 1.0 (plus the score itself with `dense_score=True`). The episode ends
 at the purchase or after `max_turns` valid actions (invalid actions change nothing and do not count).
+
+With `shuffle_ids=True` the products' ids are permuted afresh in every episode (a pure function of
+the task seed), so an agent must read the id it clicks off the page, as with WebShop's 1.18M
+products, instead of recalling the id of a product it has bought before in a small catalogue.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import random
 from dataclasses import dataclass
 
 from spear_rl.envs.base import Env, StepResult, register_env
@@ -81,6 +86,7 @@ class WebShopEnv(Env):
         num_products: int = DEFAULT_NUM_PRODUCTS,
         max_turns: int = DEFAULT_MAX_TURNS,
         dense_score: bool = False,
+        shuffle_ids: bool = False,
         catalogue: Catalogue | None = None,
     ) -> None:
         """`catalogue` (a prebuilt store, e.g. a hand-made one in tests) overrides the seed/size."""
@@ -94,6 +100,9 @@ class WebShopEnv(Env):
         self.catalogue: Catalogue = catalogue
         self.max_turns = max_turns
         self.dense_score = bool(dense_score)
+        self.shuffle_ids = bool(shuffle_ids)
+        self._shown_ids: tuple[str, ...] = tuple(p.product_id for p in catalogue.products)
+        self._index_by_key = {element_key(i): n for n, i in enumerate(self._shown_ids)}
         self.goal: Goal | None = None
         self.state = PageState()
         self.view: PageView = search_view("")
@@ -104,6 +113,11 @@ class WebShopEnv(Env):
     # ---- protocol ---------------------------------------------------------------------------
     def _reset(self, seed: int) -> str:
         self.goal = make_goal(self.catalogue, seed)
+        if self.shuffle_ids:
+            ids = [p.product_id for p in self.catalogue.products]
+            random.Random(f"webshop-ids:{self.catalogue.seed}:{seed}").shuffle(ids)
+            self._shown_ids = tuple(ids)
+            self._index_by_key = {element_key(i): n for n, i in enumerate(ids)}
         self.task = self.goal.instruction
         self.valid_actions, self.last_score, self._oracle_query = 0, None, None
         return self._show(PageState())
@@ -142,6 +156,10 @@ class WebShopEnv(Env):
         ids = [p.product_id for p in self.catalogue.products]
         return (SEP.strip(), *ids, *(i.lower() for i in ids))
 
+    def shown_id(self, index: int) -> str:
+        """The id that product `index` has on this episode's pages."""
+        return self._shown_ids[index]
+
     def expert_action(self) -> str | None:
         """The oracle: search with the instruction, open the first listed product that satisfies
         the goal (the target, or one that scores 1.0 as well), click the goal's options, buy. Works
@@ -161,7 +179,7 @@ class WebShopEnv(Env):
             start = (state.page_num - 1) * RESULTS_PER_PAGE
             for index in results[start : start + RESULTS_PER_PAGE]:
                 if self.satisfies_goal(index):
-                    return f"click[{self.catalogue.products[index].product_id}]"
+                    return f"click[{self.shown_id(index)}]"
             if state.query == self._expert_query() and target.index in results:
                 target_page = results.index(target.index) // RESULTS_PER_PAGE + 1
                 return f"click[{_NEXT if target_page > state.page_num else _PREV}]"
@@ -186,14 +204,18 @@ class WebShopEnv(Env):
 
     # ---- internals --------------------------------------------------------------------------
     def _expert_query(self) -> str:
-        """The instruction, unless the target is not among its results (then its title, its id)."""
+        """The instruction, unless the target is not among its results (then its title, then its
+        catalogue id, which the search index holds; not with shuffled ids, whose pages show others)."""
         if self._oracle_query is None:
             assert self.goal is not None
             target = self.catalogue.products[self.goal.target_index]
             instruction = self.goal.instruction
             if len(instruction) > _QUERY_LIMIT:
                 instruction = instruction.rsplit(", and price lower than", 1)[0][:_QUERY_LIMIT]
-            for query in (instruction, target.title[:_QUERY_LIMIT], target.product_id):
+            queries = [instruction, target.title[:_QUERY_LIMIT]]
+            if not self.shuffle_ids:
+                queries.append(target.product_id)
+            for query in queries:
                 query = " ".join(query.split())
                 if target.index in self.catalogue.search(query):
                     break
@@ -210,9 +232,8 @@ class WebShopEnv(Env):
             if element in (_NEXT, _PREV):
                 step = 1 if element == _NEXT else -1
                 return dataclasses.replace(state, page_num=state.page_num + step)
-            product = self.catalogue.find(element)
-            assert product is not None  # check_action accepted it from this page's ids
-            return PageState("item", state.query, state.page_num, product.index)
+            # check_action accepted the element from this page's ids
+            return PageState("item", state.query, state.page_num, self._index_by_key[element])
         if state.kind == "item":
             if element == _PREV:
                 return PageState("results", state.query, state.page_num)
@@ -247,7 +268,7 @@ class WebShopEnv(Env):
             results = self.catalogue.search(state.query)
             start = (state.page_num - 1) * RESULTS_PER_PAGE
             rows = [
-                ResultRow(p.product_id, p.title, p.price_text)
+                ResultRow(self.shown_id(p.index), p.title, p.price_text)
                 for p in (
                     self.catalogue.products[i] for i in results[start : start + RESULTS_PER_PAGE]
                 )
@@ -263,4 +284,4 @@ class WebShopEnv(Env):
                 [product.description] if state.detail == "description" else list(product.features)
             )
             return detail_view(lines)
-        return done_view(product.product_id, state.score)
+        return done_view(self.shown_id(product.index), state.score)

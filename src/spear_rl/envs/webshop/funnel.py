@@ -106,7 +106,7 @@ def _pick_rank(env: WebShopEnv, action: str) -> int | str | None:
     clicked = element_key(match.group(1)) if match else None
     if clicked is None or clicked in _PAGE_LINKS:
         return None
-    listed = [element_key(env.catalogue.products[i].product_id) for i in _listed(env)]
+    listed = [element_key(env.shown_id(i)) for i in _listed(env)]
     return listed.index(clicked) if clicked in listed else "unlisted"
 
 
