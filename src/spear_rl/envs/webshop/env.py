@@ -101,8 +101,7 @@ class WebShopEnv(Env):
         self.max_turns = max_turns
         self.dense_score = bool(dense_score)
         self.shuffle_ids = bool(shuffle_ids)
-        self._shown_ids: tuple[str, ...] = tuple(p.product_id for p in catalogue.products)
-        self._index_by_key = {element_key(i): n for n, i in enumerate(self._shown_ids)}
+        self._show_ids([p.product_id for p in catalogue.products])
         self.goal: Goal | None = None
         self.state = PageState()
         self.view: PageView = search_view("")
@@ -116,8 +115,7 @@ class WebShopEnv(Env):
         if self.shuffle_ids:
             ids = [p.product_id for p in self.catalogue.products]
             random.Random(f"webshop-ids:{self.catalogue.seed}:{seed}").shuffle(ids)
-            self._shown_ids = tuple(ids)
-            self._index_by_key = {element_key(i): n for n, i in enumerate(ids)}
+            self._show_ids(ids)
         self.task = self.goal.instruction
         self.valid_actions, self.last_score, self._oracle_query = 0, None, None
         return self._show(PageState())
@@ -203,6 +201,11 @@ class WebShopEnv(Env):
         return score_purchase(product, self.goal, chosen).success
 
     # ---- internals --------------------------------------------------------------------------
+    def _show_ids(self, ids: list[str]) -> None:
+        """Product i appears on this episode's pages as ids[i]; clicks map back through the key."""
+        self._shown_ids = tuple(ids)
+        self._index_by_key = {element_key(i): n for n, i in enumerate(ids)}
+
     def _expert_query(self) -> str:
         """The instruction, unless the target is not among its results (then its title, then its
         catalogue id, which the search index holds; not with shuffled ids, whose pages show others)."""
