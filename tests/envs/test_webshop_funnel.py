@@ -101,3 +101,25 @@ def test_the_first_pick_is_ranked_on_its_page_links_are_skipped_and_unknown_ids_
     assert summary["first_pick_top"] == 0.5 and summary["first_pick_unlisted"] == 0.0
     top_is_good = env.satisfies_goal(env.catalogue.search("dark chocolate bar")[0])
     assert summary["top_result_good"] == float(top_is_good)  # both searches are the same
+
+
+def test_with_shuffled_ids_the_first_pick_is_ranked_by_the_id_the_page_shows():
+    env = WebShopEnv(catalogue=tiny_catalogue(), shuffle_ids=True)
+    env.reset(0)
+    env.step(env.format_action("search[dark chocolate bar]"))
+    ranked = env.catalogue.search("dark chocolate bar")
+    shown = [env.shown_id(i).lower() for i in ranked]
+    catalogue_ids = [env.catalogue.products[i].product_id.lower() for i in ranked]
+    row = episode_funnel(env, trajectory(0, ["search[dark chocolate bar]", f"click[{shown[1]}]"]))
+    assert row["first_pick"] == 1
+    # recalling the top product's catalogue id is a click on whatever now shows that id (or none)
+    recalled_top, recalled_second = catalogue_ids[0], catalogue_ids[1]
+    assert recalled_top == shown[1] and recalled_second not in shown  # this seed's permutation
+    row = episode_funnel(
+        env, trajectory(0, ["search[dark chocolate bar]", f"click[{recalled_top}]"])
+    )
+    assert row["first_pick"] == 1
+    row = episode_funnel(
+        env, trajectory(0, ["search[dark chocolate bar]", f"click[{recalled_second}]"])
+    )
+    assert row["first_pick"] == "unlisted"
