@@ -8,6 +8,7 @@ to reach the GRPO baseline's mean final success, plus overlaid curves (PNG).
     python benchmarks/learning.py --envs sokoban --presets grpo,drbot,spear --seeds 0,1,2
     python benchmarks/learning.py --envs sokoban,alfworld --presets grpo,drbot,spear,gigpo,drbot-gigpo,spear-gigpo
     python benchmarks/learning.py --envs sokoban --presets drbot,spear,frozen --baseline drbot
+    python benchmarks/learning.py --envs sokoban --presets grpo,drbot,spear,frozen --baseline grpo,drbot
 
 `frozen` (the warm start, evaluated at the same steps with the same seeds, never trained) adds the
 column "final - frozen": what training changed, seed by seed, next to what sampling alone moves.
@@ -49,15 +50,20 @@ def late_training_success(run_dir: str) -> float:
     return statistics.fmean(tail) if tail else float("nan")
 
 
-def learning_table(report: dict[str, Any], baseline: str) -> tuple[str, dict[str, Any]]:
+def paired_difference(values: dict[int, float], baseline: dict[int, float]) -> tuple[float, float]:
+    """Mean ± std over seeds of value - baseline on the same seed (same warm start and tasks)."""
+    return mean_std([v - baseline.get(seed, float("nan")) for seed, v in values.items()])
+
+
+def learning_table(report: dict[str, Any], baselines: list[str]) -> tuple[str, dict[str, Any]]:
+    """One row per method; "steps to reach" uses the first baseline's mean final success, and
+    each baseline gets paired "minus baseline" columns for final and late training success."""
     runs = report["runs"]
+    first = baselines[0]
     target = (
-        statistics.fmean(r["final_success"] for r in runs[baseline])
-        if baseline in runs
-        else float("nan")
+        statistics.fmean(r["final_success"] for r in runs[first]) if first in runs else float("nan")
     )
-    nan = float("nan")
-    frozen_final = {r["seed"]: r["final_success"] for r in runs.get(FROZEN, [])}
+    final = {p: {r["seed"]: r["final_success"] for r in items} for p, items in runs.items()}
     late = {
         preset: {r["seed"]: late_training_success(r["run_dir"]) for r in items}
         for preset, items in runs.items()
@@ -66,36 +72,36 @@ def learning_table(report: dict[str, Any], baseline: str) -> tuple[str, dict[str
     for preset, items in runs.items():
         reach = [steps_to_reach(r["curve"], target) for r in items]
         reached = [s for s in reach if s == s]
-        rows[preset] = {
+        row = {
             "final": report["table"][preset]["final_success"],
             # paired by seed: the same warm start and evaluation seeds, trained or not
-            "final_minus_frozen": mean_std(
-                [r["final_success"] - frozen_final.get(r["seed"], nan) for r in items]
-            ),
+            "final_minus_frozen": paired_difference(final[preset], final.get(FROZEN, {})),
             "auc": report["table"][preset]["auc_success"],
             "late_train_success": mean_std(list(late[preset].values())),
-            # paired by seed: the same training tasks at every step
-            "late_train_minus_baseline": mean_std(
-                [v - late.get(baseline, {}).get(seed, nan) for seed, v in late[preset].items()]
-            ),
-            "steps_to_baseline": (
-                statistics.fmean(reached) if reached else nan,
-                len(reached),
-                len(reach),
-            ),
-            "wall": report["table"][preset]["wall_seconds"],
         }
+        for base in baselines:
+            row[f"final_minus_{base}"] = paired_difference(final[preset], final.get(base, {}))
+            # paired by seed: the same training tasks at every step
+            row[f"late_train_minus_{base}"] = paired_difference(late[preset], late.get(base, {}))
+        row["steps_to_baseline"] = (
+            statistics.fmean(reached) if reached else float("nan"),
+            len(reached),
+            len(reach),
+        )
+        row["wall"] = report["table"][preset]["wall_seconds"]
+        rows[preset] = row
     columns = {
         "final": "final success",
         "final_minus_frozen": "final - frozen (same seed)",
+        **{f"final_minus_{b}": f"final - {b} (same seed)" for b in baselines},
         "auc": "AUC success",
         "late_train_success": "training success, last quarter of steps",
-        "late_train_minus_baseline": f"same, minus {baseline} (same seed)",
+        **{f"late_train_minus_{b}": f"same, minus {b} (same seed)" for b in baselines},
     }
     lines = [
         "| method | "
         + " | ".join(columns.values())
-        + f" | steps to reach {baseline} final ({target:.3f}) | wall (s) |",
+        + f" | steps to reach {first} final ({target:.3f}) | wall (s) |",
         "|---" * (len(columns) + 3) + "|",
     ]
     for preset, row in rows.items():
@@ -113,7 +119,12 @@ def main() -> None:
     parser.add_argument("--envs", default="sokoban")
     parser.add_argument("--presets", default="grpo,drbot,spear")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--baseline", default="grpo")
+    parser.add_argument(
+        "--baseline",
+        default="grpo",
+        help="comma-separated presets to compare against, seed by seed (the first sets "
+        "'steps to reach')",
+    )
     parser.add_argument("--out", default="benchmarks/results/learning")
     args, rest = parser.parse_known_args()
     overrides = {**parse_overrides(rest), "log": {"progress": False}}
@@ -124,7 +135,7 @@ def main() -> None:
     markdown = []
     for env in args.envs.split(","):
         report = compare(env, presets, seeds, out / env, overrides)
-        table, rows = learning_table(report, args.baseline)
+        table, rows = learning_table(report, args.baseline.split(","))
         summary[env] = {"rows": rows, "runs": report["runs"]}
         markdown.append(
             f"### {env} ({len(seeds)} seeds; curves: {out / env / 'compare.png'})\n\n{table}"
