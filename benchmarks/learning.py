@@ -129,13 +129,17 @@ def main() -> None:
     args, rest = parser.parse_known_args()
     overrides = {**parse_overrides(rest), "log": {"progress": False}}
     presets = args.presets.split(",")
+    baselines = args.baseline.split(",")
+    missing = [b for b in baselines if b not in presets]
+    if missing:
+        parser.error(f"--baseline {','.join(missing)} is not among --presets {args.presets}")
     seeds = [int(s) for s in args.seeds.split(",")]
     out = Path(args.out)
     summary: dict[str, Any] = {}
     markdown = []
     for env in args.envs.split(","):
         report = compare(env, presets, seeds, out / env, overrides)
-        table, rows = learning_table(report, args.baseline.split(","))
+        table, rows = learning_table(report, baselines)
         summary[env] = {"rows": rows, "runs": report["runs"]}
         markdown.append(
             f"### {env} ({len(seeds)} seeds; curves: {out / env / 'compare.png'})\n\n{table}"

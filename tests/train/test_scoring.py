@@ -1,5 +1,7 @@
 """score_batch: which samples the update trains on under the Dr.BoT void-turn filter."""
 
+import pytest
+
 from spear_rl.rollout.sample import Sample, Trajectory
 from spear_rl.train.config import AlgoConfig
 from spear_rl.train.scoring import score_batch
@@ -34,3 +36,25 @@ def test_void_turn_filter_drops_only_replies_without_an_action():
     rejected = scored.train[1]
     assert rejected.reward < 0 and rejected.advantage < 0  # the penalty reaches the update
     assert scored.metrics["filter/incomplete"] == 1.0
+
+
+@pytest.mark.parametrize("keep_negative", [False, True])
+def test_keep_negative_trains_void_turns_only_when_blamed(keep_negative):
+    cfg = AlgoConfig(
+        filter_incomplete=True,
+        filter_keep_negative=keep_negative,
+        group_filter_ratio=1.0,
+        invalid_penalty=0.1,
+    )
+    trajectories = [
+        _trajectory(0, 1.0, valid=False, parsed=False),  # void turn in a win: advantage > 0
+        _trajectory(1, 0.0, valid=True, parsed=True),
+        _trajectory(2, 0.0, valid=False, parsed=False),  # void turn in a loss: advantage < 0
+    ]
+    scored = score_batch(trajectories, cfg, toolcall_weight=0.0)
+    won_void, _, lost_void = scored.samples
+    assert won_void.advantage > 0 > lost_void.advantage
+    trained = [s.traj_id for s in scored.train]
+    assert trained == ([1, 2] if keep_negative else [1])
+    assert scored.metrics["filter/incomplete"] == 2.0  # the filter fired either way
+    assert scored.metrics["filter/kept_negative"] == float(keep_negative)

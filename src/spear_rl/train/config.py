@@ -68,6 +68,9 @@ class AlgoConfig:
     filter_incomplete: bool = True  # drop void turns (no parseable action / answer)
     filter_repetitive: bool = True  # drop responses with a 20-gram repeated >= 10 times
     filter_unreadable: bool = True  # drop responses with U+FFFD or mojibake
+    # True: a filtered sample with a negative advantage still trains (filters withhold credit, not
+    # blame), so the invalid-format penalty reaches void replies. Off in the spec.
+    filter_keep_negative: bool = False
     group_filter_ratio: float = 0.75  # 1.0 keeps every group
     group_filter_mode: str = "std"  # std | std_rev
     # rewards (spec §1)

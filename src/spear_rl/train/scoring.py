@@ -118,6 +118,13 @@ def score_batch(
             group_ids.tolist(), stds.tolist(), cfg.group_filter_ratio, cfg.group_filter_mode
         )
     )
+    if cfg.filter_keep_negative:
+        # A filtered reply the group ranks below average still gets its push down: without it a
+        # policy can drift onto void replies that no loss ever penalises.
+        rescued = [not k and s.advantage < 0 for s, k in zip(samples, keep, strict=True)]
+        keep = [k or r for k, r in zip(keep, rescued, strict=True)]
+    else:
+        rescued = []
     train = [s for s, k in zip(samples, keep, strict=True) if k and s.group_id in kept_groups]
 
     adv = advantages.float()
@@ -129,6 +136,7 @@ def score_batch(
         "adv/max": float(adv.max()) if samples else 0.0,
         "adv/min": float(adv.min()) if samples else 0.0,
         "filter/kept_frac": sum(keep) / max(1, len(keep)),
+        "filter/kept_negative": float(sum(rescued)),
         "group_filter/kept_frac": len(kept_groups) / max(1, len(group_ids)),
         "batch/samples": float(len(samples)),
         "batch/train_samples": float(len(train)),
