@@ -112,7 +112,7 @@ def learning_table(report: dict[str, Any], baselines: list[str]) -> tuple[str, d
     return "\n".join(lines) + "\n", rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -126,7 +126,7 @@ def main() -> None:
         "'steps to reach')",
     )
     parser.add_argument("--out", default="benchmarks/results/learning")
-    args, rest = parser.parse_known_args()
+    args, rest = parser.parse_known_args(argv)
     overrides = {**parse_overrides(rest), "log": {"progress": False}}
     presets = args.presets.split(",")
     baselines = args.baseline.split(",")
