@@ -118,13 +118,13 @@ def score_batch(
             group_ids.tolist(), stds.tolist(), cfg.group_filter_ratio, cfg.group_filter_mode
         )
     )
-    if cfg.filter_keep_negative:
-        # A filtered reply the group ranks below average still gets its push down: without it a
-        # policy can drift onto void replies that no loss ever penalises.
-        rescued = [not k and s.advantage < 0 for s, k in zip(samples, keep, strict=True)]
-        keep = [k or r for k, r in zip(keep, rescued, strict=True)]
-    else:
-        rescued = []
+    # filter_keep_negative: a filtered reply the group ranks below average still gets its push
+    # down; without it a policy can drift onto void replies that no loss ever penalises.
+    rescued = [
+        cfg.filter_keep_negative and not k and s.advantage < 0
+        for s, k in zip(samples, keep, strict=True)
+    ]
+    keep = [k or r for k, r in zip(keep, rescued, strict=True)]
     train = [s for s, k in zip(samples, keep, strict=True) if k and s.group_id in kept_groups]
 
     adv = advantages.float()
