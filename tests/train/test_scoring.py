@@ -7,19 +7,21 @@ from spear_rl.train.config import AlgoConfig
 from spear_rl.train.scoring import score_batch
 
 
-def _trajectory(traj_id: int, reward: float, *, valid: bool, parsed: bool) -> Trajectory:
+def _trajectory(
+    traj_id: int, reward: float, *, valid: bool, parsed: bool, group_id: int = 0
+) -> Trajectory:
     sample = Sample(
         prompt_ids=[1, 2],
         response_ids=[3, 4],
         loss_mask=[1, 1],
         old_logprobs=[-1.0, -1.0],
-        group_id=0,
+        group_id=group_id,
         traj_id=traj_id,
         valid=valid,
         parsed=parsed,
         num_invalid=int(not valid),
     )
-    traj = Trajectory(group_id=0, traj_id=traj_id, task_seed=0, task="t", samples=[sample])
+    traj = Trajectory(group_id=group_id, traj_id=traj_id, task_seed=0, task="t", samples=[sample])
     traj.episode_reward = reward
     return traj
 
@@ -58,3 +60,17 @@ def test_keep_negative_trains_void_turns_only_when_blamed(keep_negative):
     assert trained == ([1, 2] if keep_negative else [1])
     assert scored.metrics["filter/incomplete"] == 2.0  # the filter fired either way
     assert scored.metrics["filter/kept_negative"] == float(keep_negative)
+
+
+def test_kept_negative_counts_only_samples_the_group_filter_keeps():
+    cfg = AlgoConfig(filter_incomplete=True, filter_keep_negative=True, group_filter_ratio=0.5)
+    trajectories = [
+        _trajectory(0, 1.0, valid=True, parsed=True),
+        _trajectory(1, 0.0, valid=False, parsed=False),  # rescued, in the kept group
+        _trajectory(2, 0.0, valid=True, parsed=True, group_id=1),
+        _trajectory(3, 0.0, valid=False, parsed=False, group_id=1),  # rescued, group dropped
+    ]
+    scored = score_batch(trajectories, cfg, toolcall_weight=0.0)
+    assert [s.traj_id for s in scored.train] == [0, 1]
+    assert scored.samples[3].advantage < 0
+    assert scored.metrics["filter/kept_negative"] == 1.0

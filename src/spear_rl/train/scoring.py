@@ -136,7 +136,9 @@ def score_batch(
         "adv/max": float(adv.max()) if samples else 0.0,
         "adv/min": float(adv.min()) if samples else 0.0,
         "filter/kept_frac": sum(keep) / max(1, len(keep)),
-        "filter/kept_negative": float(sum(rescued)),
+        "filter/kept_negative": float(
+            sum(r and s.group_id in kept_groups for s, r in zip(samples, rescued, strict=True))
+        ),
         "group_filter/kept_frac": len(kept_groups) / max(1, len(group_ids)),
         "batch/samples": float(len(samples)),
         "batch/train_samples": float(len(train)),
