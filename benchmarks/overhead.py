@@ -7,6 +7,8 @@ first update, it also reports update time per trained token, which isolates the 
 forward/backward of the replay term from differences in episode length.
 
     python benchmarks/overhead.py --env sokoban --steps 8 --repeats 2 [--train.threads=1 ...]
+    # several SPEAR variants against the same Dr.BoT runs, in one process:
+    python benchmarks/overhead.py --env sokoban --spear-key replay.replay_ratio --spear-values 1.0,0.25
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ PARTS = ("time/step", "time/generate", "time/env", "time/update", "time/replay_m
 def run_once(
     env: str, preset: str, steps: int, seed: int, out: Path, tag: str, extra: dict
 ) -> list[dict]:
+    """One training run; `tag` makes its folder unique, `extra` holds config overrides."""
     overrides = deep_merge(
         extra,
         {
@@ -57,52 +60,80 @@ def summarise(records: list[dict]) -> dict[str, float]:
     return out
 
 
+def arms_to_run(spear_key: str | None, spear_values: str | None) -> dict[str, tuple[str, dict]]:
+    """label -> (preset, overrides): Dr.BoT, and SPEAR once per value of `spear_key`."""
+    arms: dict[str, tuple[str, dict]] = {"drbot": ("drbot", {})}
+    if not spear_key:
+        arms["spear"] = ("spear", {})
+        return arms
+    if not spear_values:
+        raise SystemExit("--spear-key needs --spear-values (comma-separated)")
+    for raw in spear_values.split(","):
+        arms[f"spear {spear_key}={raw}"] = ("spear", parse_overrides([f"--{spear_key}={raw}"]))
+    return arms
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--env", default="sokoban")
     parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=2, help="ABBA pairs")
+    parser.add_argument("--repeats", type=int, default=2, help="rounds; odd rounds run in reverse")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sft-episodes", type=int, default=None, help="override sft.episodes")
+    parser.add_argument("--spear-key", default=None, help="a config key to vary for SPEAR")
+    parser.add_argument("--spear-values", default=None, help="its values, comma-separated")
     parser.add_argument("--out", default="benchmarks/results/overhead.json")
     args, rest = parser.parse_known_args()
     extra = parse_overrides(rest)  # e.g. --train.threads=1
     if args.sft_episodes is not None:
         extra = deep_merge(extra, {"sft": {"episodes": args.sft_episodes}})
+    arms = arms_to_run(args.spear_key, args.spear_values)
 
-    records: dict[str, list[dict]] = {"drbot": [], "spear": []}
+    records: dict[str, list[dict]] = {label: [] for label in arms}
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(args.repeats):
-            order = ("drbot", "spear") if rep % 2 == 0 else ("spear", "drbot")
-            for preset in order:
-                print(f"repeat {rep + 1}/{args.repeats}: {preset} ...", flush=True)
-                records[preset] += run_once(
-                    args.env, preset, args.steps, args.seed, Path(tmp), f"r{rep}", extra
+            order = list(arms) if rep % 2 == 0 else list(reversed(arms))  # ABBA: drift hits all
+            for i, label in enumerate(order):
+                preset, overrides = arms[label]
+                print(f"repeat {rep + 1}/{args.repeats}: {label} ...", flush=True)
+                records[label] += run_once(
+                    args.env,
+                    preset,
+                    args.steps,
+                    args.seed,
+                    Path(tmp),
+                    f"r{rep}a{i}",
+                    deep_merge(extra, overrides),
                 )
 
-    summary = {preset: summarise(recs) for preset, recs in records.items()}
+    summary = {label: summarise(recs) for label, recs in records.items()}
+    base = summary["drbot"]
+    keys = (*PARTS, "update_s_per_1k_tokens")
     ratios = {
-        key: summary["spear"][key] / summary["drbot"][key]
-        if summary["drbot"][key]
-        else float("nan")
-        for key in (*PARTS, "update_s_per_1k_tokens")
+        label: {k: s[k] / base[k] if base[k] else float("nan") for k in keys}
+        for label, s in summary.items()
+        if label != "drbot"
     }
     print(
         f"\n{args.env}: median seconds per step over {args.steps} steps x {args.repeats} runs each"
     )
-    print(f"| {'part':28s} | {'Dr.BoT':>8s} | {'SPEAR':>8s} | {'SPEAR/Dr.BoT':>12s} |")
-    print(f"|{'-' * 30}|{'-' * 10}|{'-' * 10}|{'-' * 14}|")
-    for key in (*PARTS, "update_s_per_1k_tokens"):
-        print(
-            f"| {key:28s} | {summary['drbot'][key]:8.3f} | {summary['spear'][key]:8.3f} | {ratios[key]:12.3f} |"
-        )
+    labels = list(summary)
     print(
-        f"replayed samples per step (SPEAR): {summary['spear']['replayed_per_step']:.1f}; "
-        f"trained tokens per step: Dr.BoT {summary['drbot']['trained_tokens_per_step']:.0f}, "
-        f"SPEAR {summary['spear']['trained_tokens_per_step']:.0f}"
+        "| part | " + " | ".join(labels) + " | " + " | ".join(f"{x} / drbot" for x in ratios) + " |"
     )
+    print("|---" * (len(labels) + len(ratios) + 1) + "|")
+    for key in keys:
+        cells = [f"{summary[x][key]:.3f}" for x in labels] + [
+            f"{r[key]:.3f}" for r in ratios.values()
+        ]
+        print(f"| {key} | " + " | ".join(cells) + " |")
+    for label in labels:
+        print(
+            f"{label}: replayed samples per step {summary[label]['replayed_per_step']:.1f}, "
+            f"trained tokens per step {summary[label]['trained_tokens_per_step']:.0f}"
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"args": vars(args), "summary": summary, "ratios": ratios}, indent=2))

@@ -104,6 +104,7 @@ def test_ill_typed_values_fail_with_the_key(override, message):
         ("--algo.loss=clipcov", r"algo.loss 'clipcov' unknown; known: .*clip_cov"),
         ("--replay.update=both", r"replay.update must be one of joint, separate"),
         ("--train.steps=0", r"train.steps must be > 0"),
+        ("--replay.replay_ratio=0", r"replay.replay_ratio must be > 0"),
         ("--algo.group_filter_ratio=1.5", r"group_filter_ratio must be in"),
     ],
 )

@@ -158,3 +158,36 @@ def test_a_small_step_raises_winners_and_lowers_losers(tiny):
     policy_update(model, optimizer, samples, None, 0.0, settings(tok), torch.Generator())
     change = [response_logp(s) - b for s, b in zip(samples, before, strict=True)]
     assert change[0] > 0 and change[1] < 0 and change[2] < 0, change
+
+
+@pytest.mark.parametrize(
+    ("replay_batch", "replay_ratio", "mini_batch", "expected"),
+    [
+        (0, 1.0, 0, [4]),  # the spec: one on-policy mini-batch's worth (the whole batch here)
+        (0, 0.25, 0, [1]),  # ceil(0.25 * 4)
+        (0, 0.5, 3, [2, 1]),  # mini-batches of 3 and 1 samples: ceil(1.5), ceil(0.5)
+        (5, 0.25, 0, [5]),  # an explicit replay_batch wins over the ratio
+    ],
+)
+def test_replay_draw_size_follows_ratio_of_each_mini_batch(
+    tiny, replay_batch, replay_ratio, mini_batch, expected
+):
+    model, tok = tiny
+    on = [make_sample(tok, model, "<action>up</action>", (-1.0) ** i, i) for i in range(4)]
+    win = make_sample(tok, model, "<action>down</action>", 0.5, 9, reward=2.0)
+    asked: list[int] = []
+
+    def draw(n):
+        asked.append(n)
+        return [(win, 2.0)]
+
+    cfg = dataclasses.replace(
+        settings(tok),
+        replay_batch=replay_batch,
+        replay_ratio=replay_ratio,
+        mini_batch_size=mini_batch,
+    )
+    opt = GradCapture(model.parameters())
+    out = policy_update(model, opt, on, draw, 1.0, cfg, torch.Generator().manual_seed(0))
+    assert asked == expected
+    assert out["replay/replayed"] == len(expected)  # each draw returned the one stored win

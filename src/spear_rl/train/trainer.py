@@ -308,6 +308,7 @@ def update_settings(cfg: Config, tokenizer) -> UpdateSettings:
         micro_batch_size=cfg.train.micro_batch_size,
         ppo_epochs=cfg.train.ppo_epochs,
         replay_batch=r.replay_batch,
+        replay_ratio=r.replay_ratio,
         replay_update=r.update,
         grad_clip=cfg.train.grad_clip,
         temperature=cfg.rollout.temperature,

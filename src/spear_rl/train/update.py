@@ -10,6 +10,7 @@ so the accumulated gradient equals the unsplit one.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -49,11 +50,18 @@ class UpdateSettings:
     mini_batch_size: int  # 0 = whole batch
     micro_batch_size: int
     ppo_epochs: int
-    replay_batch: int  # 0 = the on-policy mini-batch size
+    replay_batch: int  # 0 = replay_ratio x the on-policy mini-batch size
     replay_update: str  # joint | separate
     grad_clip: float
     temperature: float
     pad_token_id: int
+    replay_ratio: float = 1.0
+
+    def replay_draw_size(self, on_policy_samples: int) -> int:
+        """Replay samples to draw next to a mini-batch of `on_policy_samples` (at least 1)."""
+        if self.replay_batch > 0:
+            return self.replay_batch
+        return max(1, math.ceil(self.replay_ratio * on_policy_samples))
 
 
 COUNT_METRICS = ("selected_tokens", "valid_tokens")  # totals over the step, not means
@@ -175,7 +183,9 @@ def policy_update(
                 model, part, settings.on_policy, settings, 1.0, metrics, "", generator, ref_model
             )
             if use_replay and settings.replay_update == "joint":
-                drawn = [with_advantage(x) for x in draw_replay(settings.replay_batch or len(part))]
+                drawn = [
+                    with_advantage(x) for x in draw_replay(settings.replay_draw_size(len(part)))
+                ]
                 if drawn:
                     loss += replay_coef * backward_loss(
                         model,
@@ -191,7 +201,7 @@ def policy_update(
             grad_norms.append(optimizer_step(model, optimizer, settings.grad_clip))
             losses.append(loss)
     if use_replay and settings.replay_update == "separate":
-        drawn = [with_advantage(x) for x in draw_replay(settings.replay_batch or mini)]
+        drawn = [with_advantage(x) for x in draw_replay(settings.replay_draw_size(mini))]
         for start in range(0, len(drawn), mini):
             part = drawn[start : start + mini]
             loss = backward_loss(

@@ -33,6 +33,7 @@ POSITIVE = (
     "replay.buffer_size",
     "replay.tolerate_steps",
     "replay.baseline_history",
+    "replay.replay_ratio",
 )
 NON_NEGATIVE = (
     "train.lr",
