@@ -66,6 +66,7 @@ def settings(tok, replay_update="joint"):
         micro_batch_size=1,
         ppo_epochs=1,
         replay_batch=0,
+        replay_ratio=1.0,
         replay_update=replay_update,
         grad_clip=0.0,
         temperature=1.0,

@@ -94,7 +94,8 @@ class ReplaySection:
     sampling: str = "uniform"  # uniform | priority
     trigger: str = "continuous"  # continuous | reference
     replay_batch: int = 0  # samples per optimiser step; 0 = replay_ratio x the on-policy mini-batch
-    # replayed samples per on-policy sample of a mini-batch, when replay_batch is 0 (the spec: 1.0)
+    # replayed samples per on-policy sample of a mini-batch, when replay_batch is 0 (the spec: 1.0).
+    # Fewer costs less and, on Sokoban, keeps less of SPEAR's lead (docs/benchmarks.md)
     replay_ratio: float = 1.0
     coef: float = 1.0  # kappa
     warmup_steps: int = 200  # T_rep of the cosine rise

@@ -51,11 +51,11 @@ class UpdateSettings:
     micro_batch_size: int
     ppo_epochs: int
     replay_batch: int  # 0 = replay_ratio x the on-policy mini-batch size
+    replay_ratio: float
     replay_update: str  # joint | separate
     grad_clip: float
     temperature: float
     pad_token_id: int
-    replay_ratio: float = 1.0
 
     def replay_draw_size(self, on_policy_samples: int) -> int:
         """Replay samples to draw next to a mini-batch of `on_policy_samples` (at least 1)."""
