@@ -23,7 +23,14 @@ from spear_rl.train.config import deep_merge, load_config, parse_overrides
 from spear_rl.train.metrics import read_metrics
 from spear_rl.train.trainer import train
 
-PARTS = ("time/step", "time/generate", "time/env", "time/update", "time/replay_maintenance")
+PARTS = (
+    "time/step",
+    "time/generate",
+    "time/env",
+    "time/update",
+    "time/update_replay",
+    "time/replay_maintenance",
+)
 
 
 def run_once(
@@ -57,6 +64,10 @@ def summarise(records: list[dict]) -> dict[str, float]:
     out["update_s_per_1k_tokens"] = 1000 * sum(r["time/update"] for r in records) / max(tokens, 1.0)
     out["replayed_per_step"] = statistics.fmean(r.get("replay/replayed", 0.0) for r in records)
     out["trained_tokens_per_step"] = tokens / len(records)
+    # The replay term's seconds over the rest of the same steps: SPEAR's overhead with its own
+    # rollouts held fixed (the Dr.BoT ratio also carries the two policies' different episodes).
+    replay_s = sum(r.get("time/update_replay", 0.0) for r in records)
+    out["replay_share_of_own_step"] = replay_s / (sum(r["time/step"] for r in records) - replay_s)
     return out
 
 
@@ -132,7 +143,8 @@ def main() -> None:
     for label in labels:
         print(
             f"{label}: replayed samples per step {summary[label]['replayed_per_step']:.1f}, "
-            f"trained tokens per step {summary[label]['trained_tokens_per_step']:.0f}"
+            f"trained tokens per step {summary[label]['trained_tokens_per_step']:.0f}, "
+            f"replay term / rest of its own step {summary[label]['replay_share_of_own_step']:.3f}"
         )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

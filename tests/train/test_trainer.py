@@ -67,6 +67,7 @@ EXPECTED_EVERY_STEP = [
     "time/generate",
     "time/env",
     "time/update",
+    "time/update_replay",
     "eval/success_rate",
 ]
 

@@ -192,3 +192,6 @@ def test_replay_draw_size_follows_ratio_of_each_mini_batch(
     out = policy_update(model, opt, on, draw, 1.0, cfg, torch.Generator().manual_seed(0))
     assert asked == expected
     assert out["replay/replayed"] == len(expected)  # each draw returned the one stored win
+    assert out["time/update_replay"] > 0.0
+    no_replay = policy_update(model, opt, on, None, 1.0, cfg, torch.Generator().manual_seed(0))
+    assert no_replay["time/update_replay"] == 0.0

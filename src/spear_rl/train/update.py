@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -173,6 +174,7 @@ def policy_update(
     metrics = MetricSums()
     losses, grad_norms = [], []
     replayed = 0
+    replay_seconds = 0.0  # drawing and the replay term's forward/backward: what SPEAR adds
     mini = settings.mini_batch_size or max(1, len(samples))
     use_replay = draw_replay is not None and replay_coef > 0
     for _ in range(settings.ppo_epochs):
@@ -183,6 +185,7 @@ def policy_update(
                 model, part, settings.on_policy, settings, 1.0, metrics, "", generator, ref_model
             )
             if use_replay and settings.replay_update == "joint":
+                t_replay = time.perf_counter()
                 drawn = [
                     with_advantage(x) for x in draw_replay(settings.replay_draw_size(len(part)))
                 ]
@@ -198,9 +201,11 @@ def policy_update(
                         generator,
                     )
                     replayed += len(drawn)
+                replay_seconds += time.perf_counter() - t_replay
             grad_norms.append(optimizer_step(model, optimizer, settings.grad_clip))
             losses.append(loss)
     if use_replay and settings.replay_update == "separate":
+        t_replay = time.perf_counter()
         drawn = [with_advantage(x) for x in draw_replay(settings.replay_draw_size(mini))]
         for start in range(0, len(drawn), mini):
             part = drawn[start : start + mini]
@@ -210,6 +215,7 @@ def policy_update(
             grad_norms.append(optimizer_step(model, optimizer, settings.grad_clip))
             losses.append(replay_coef * loss)
             replayed += len(part)
+        replay_seconds += time.perf_counter() - t_replay
     out = {
         f"actor/{k}" if not k.startswith("replay/") else k: v for k, v in metrics.means().items()
     }
@@ -217,4 +223,5 @@ def policy_update(
     out["actor/grad_norm"] = sum(grad_norms) / max(1, len(grad_norms))
     out["actor/optimizer_steps"] = float(len(grad_norms))
     out["replay/replayed"] = float(replayed)
+    out["time/update_replay"] = replay_seconds
     return out
