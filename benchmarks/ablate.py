@@ -9,7 +9,9 @@ first, last and mean value of each metric), JSON, and one PNG with a panel per m
         --metrics rollout/tool_call_rate,rollout/success_rate,eval/success_rate --seeds 0,1
 
 Finished runs are reused (delete the folder to rerun). Extra `--section.key=value` arguments apply
-to every run.
+to every run. `--paired-with DIR --paired-presets grpo,spear` adds, for each value, the seed-by-seed
+difference of each metric's last value from runs that `benchmarks/learning.py` wrote into DIR
+(`<preset>-seed<N>` folders, the same seeds, tasks and SFT starts).
 """
 
 from __future__ import annotations
@@ -57,6 +59,41 @@ def _nested(dotted: str, value: Any) -> dict:
     return node
 
 
+def paired_rows(
+    curves: dict[str, dict[str, list]],
+    metrics: list[str],
+    seeds: list[int],
+    paired_dir: Path,
+    presets: list[str],
+) -> tuple[list[str], dict]:
+    """Markdown rows and JSON of last(value) - last(preset), paired by seed."""
+    lines = [
+        "",
+        f"Paired by seed with the runs in {paired_dir} (last value minus the preset's last value):",
+        "",
+        "| value | metric | minus | mean ± std over seeds | per seed | ahead on |",
+        "|---|---|---|---|---|---|",
+    ]
+    table: dict = {}
+    for preset in presets:
+        other = [read_metrics(paired_dir / f"{preset}-seed{seed}") for seed in seeds]
+        for metric in metrics:
+            theirs = [curve(records, metric)[1] for records in other]
+            for value, per_metric in curves.items():
+                ours = [v for _, v in per_metric[metric]]
+                if not all(ours) or not all(theirs):
+                    continue
+                diffs = [a[-1] - b[-1] for a, b in zip(ours, theirs, strict=True)]
+                ahead = sum(d > 0 for d in diffs)
+                per_seed = " / ".join(f"{d:+.3f}" for d in diffs)
+                lines.append(
+                    f"| {value} | {metric} | {preset} | {mean_std(diffs)} | {per_seed} "
+                    f"| {ahead} of {len(diffs)} |"
+                )
+                table.setdefault(value, {}).setdefault(metric, {})[preset] = diffs
+    return lines, table
+
+
 def plot(curves: dict[str, dict[str, list]], metrics: list[str], out: Path, title: str) -> None:
     import matplotlib
 
@@ -97,6 +134,8 @@ def main() -> None:
     parser.add_argument(
         "--out", default=None, help="default benchmarks/results/ablate_<recipe>_<key>"
     )
+    parser.add_argument("--paired-with", default=None, help="a learning.py folder of runs")
+    parser.add_argument("--paired-presets", default="", help="its presets to pair with")
     args, rest = parser.parse_known_args()
     extra = parse_overrides(rest)
     extra.setdefault("log", {})["progress"] = False
@@ -132,12 +171,21 @@ def main() -> None:
             }
             table.setdefault(value, {})[metric] = row
             lines.append(f"| {value} | {metric} | {row['first']} | {row['last']} | {row['mean']} |")
+    paired: dict = {}
+    if args.paired_with:
+        presets = [p for p in args.paired_presets.split(",") if p]
+        if not presets:
+            raise SystemExit("--paired-with needs --paired-presets, e.g. grpo,drbot,spear")
+        rows, paired = paired_rows(curves, metrics, seeds, Path(args.paired_with), presets)
+        lines += rows
     markdown = "\n".join(lines) + "\n"
     print(markdown)
     out.mkdir(parents=True, exist_ok=True)
     (out / "ablate.md").write_text(markdown)
     (out / "ablate.json").write_text(
-        json.dumps({"args": vars(args), "table": table, "curves": curves}, indent=2)
+        json.dumps(
+            {"args": vars(args), "table": table, "paired": paired, "curves": curves}, indent=2
+        )
     )
     plot(curves, metrics, out / "ablate.png", f"{args.recipe}: {args.key}")
     print(f"wrote {out / 'ablate.md'}, {out / 'ablate.json'}, {out / 'ablate.png'}")

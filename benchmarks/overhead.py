@@ -148,7 +148,12 @@ def main() -> None:
         )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "summary": summary, "ratios": ratios}, indent=2))
+    out.write_text(
+        json.dumps(
+            {"args": vars(args), "overrides": extra, "summary": summary, "ratios": ratios},
+            indent=2,
+        )
+    )
     print(f"wrote {out}")
 
 
