@@ -95,7 +95,7 @@ class ReplaySection:
     trigger: str = "continuous"  # continuous | reference
     replay_batch: int = 0  # samples per optimiser step; 0 = replay_ratio x the on-policy mini-batch
     # replayed samples per on-policy sample of a mini-batch, when replay_batch is 0 (the spec: 1.0).
-    # Fewer costs less and, on Sokoban, keeps less of SPEAR's lead (docs/benchmarks.md)
+    # 0.125 costs about Dr.BoT's step; SPEAR's lead then shrinks, inside the noise (docs/benchmarks.md)
     replay_ratio: float = 1.0
     coef: float = 1.0  # kappa
     warmup_steps: int = 200  # T_rep of the cosine rise
