@@ -3,8 +3,9 @@
 Runs the Dr.BoT and SPEAR presets of one environment in one process, in ABBA order (so drift in
 machine load hits both alike), and reports wall time per step and its split (generate / env /
 update / replay maintenance) as SPEAR / Dr.BoT ratios. Because the two policies diverge after the
-first update, it also reports update time per trained token, which isolates the extra
-forward/backward of the replay term from differences in episode length.
+first update, it also reports update time per trained token, and the replay term's own seconds
+(`time/update_replay`) over the rest of SPEAR's steps: SPEAR's cost with its own rollouts held
+fixed, free of differences in episode length.
 
     python benchmarks/overhead.py --env sokoban --steps 8 --repeats 2 [--train.threads=1 ...]
     # several SPEAR variants against the same Dr.BoT runs, in one process:
