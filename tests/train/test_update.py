@@ -16,7 +16,7 @@ from spear_rl.models.config import ModelConfig
 from spear_rl.models.tiny import build_tiny_model
 from spear_rl.models.tokenizer import build_tiny_tokenizer
 from spear_rl.rollout.sample import Sample
-from spear_rl.train.update import LossSpec, UpdateSettings, policy_update
+from spear_rl.train.update import LossSpec, UpdateSettings, even_parts, policy_update
 
 
 class GradCapture(torch.optim.Optimizer):
@@ -162,11 +162,28 @@ def test_a_small_step_raises_winners_and_lowers_losers(tiny):
 
 
 @pytest.mark.parametrize(
+    ("count", "max_size", "sizes"),
+    [
+        (0, 3, []),
+        (4, 0, [4]),  # 0 = the whole batch in one step
+        (4, 3, [2, 2]),  # not 3 + 1: a one-sample step would be mostly noise
+        (456, 64, [57] * 8),
+        (10, 3, [2, 3, 3, 2]),
+    ],
+)
+def test_even_parts_splits_into_fewest_near_equal_mini_batches(count, max_size, sizes):
+    parts = even_parts(list(range(count)), max_size)
+    assert [len(p) for p in parts] == sizes
+    assert [i for p in parts for i in p] == list(range(count))  # every sample once, in order
+
+
+@pytest.mark.parametrize(
     ("replay_batch", "replay_ratio", "mini_batch", "expected"),
     [
         (0, 1.0, 0, [4]),  # the spec: one on-policy mini-batch's worth (the whole batch here)
         (0, 0.25, 0, [1]),  # ceil(0.25 * 4)
-        (0, 0.5, 3, [2, 1]),  # mini-batches of 3 and 1 samples: ceil(1.5), ceil(0.5)
+        (0, 0.5, 3, [1, 1]),  # at most 3 per mini-batch: two of 2 samples, ceil(0.5 * 2) each
+        (0, 0.5, 1, [1, 1, 1, 1]),  # four mini-batches of one sample
         (5, 0.25, 0, [5]),  # an explicit replay_batch wins over the ratio
     ],
 )

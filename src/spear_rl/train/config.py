@@ -115,7 +115,9 @@ class TrainConfig:
     warmup_steps: int = 0  # linear LR warm-up, in optimiser steps
     grad_clip: float = 1.0  # max gradient norm; 0 = no clipping
     ppo_epochs: int = 1  # passes over each rollout batch
-    mini_batch_size: int = 0  # samples per optimiser step; 0 = the whole batch (one step)
+    # at most this many samples per optimiser step; the batch splits into the fewest near-equal
+    # mini-batches (456 at 64: 8 of 57, no small remainder); 0 = the whole batch (one step)
+    mini_batch_size: int = 0
     micro_batch_size: int = 64  # samples per forward/backward (memory only; exact gradients)
     seed: int = 0  # everything random derives from (seed, step)
     eval_every: int = 10  # 0 = only before and after training

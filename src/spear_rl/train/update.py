@@ -10,6 +10,7 @@ so the accumulated gradient equals the unsplit one.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import time
 from collections import defaultdict
@@ -154,6 +155,18 @@ def optimizer_step(model, optimizer, grad_clip: float) -> float:
     return float(grad_norm)
 
 
+def even_parts(items: list, max_size: int) -> list[list]:
+    """Split into the fewest parts of at most `max_size` (0 = one part), sizes differing by at most 1.
+
+    A remainder mini-batch of a few samples would get a full optimiser step from a noisy gradient.
+    """
+    if not items:
+        return []
+    count = math.ceil(len(items) / max_size) if max_size > 0 else 1
+    bounds = [round(i * len(items) / count) for i in range(count + 1)]
+    return [items[a:b] for a, b in itertools.pairwise(bounds)]
+
+
 def with_advantage(item: tuple[Sample, float]) -> Sample:
     sample, recalibrated = item
     return dataclasses.replace(sample, advantage=recalibrated)
@@ -175,12 +188,11 @@ def policy_update(
     losses, grad_norms = [], []
     replayed = 0
     replay_seconds = 0.0  # drawing and the replay term's forward/backward: what SPEAR adds
-    mini = settings.mini_batch_size or max(1, len(samples))
     use_replay = draw_replay is not None and replay_coef > 0
     for _ in range(settings.ppo_epochs):
         order = torch.randperm(len(samples), generator=generator).tolist()
-        for start in range(0, len(order), mini):
-            part = [samples[i] for i in order[start : start + mini]]
+        for indices in even_parts(order, settings.mini_batch_size):
+            part = [samples[i] for i in indices]
             loss = backward_loss(
                 model, part, settings.on_policy, settings, 1.0, metrics, "", generator, ref_model
             )
@@ -206,9 +218,9 @@ def policy_update(
             losses.append(loss)
     if use_replay and settings.replay_update == "separate":
         t_replay = time.perf_counter()
+        mini = settings.mini_batch_size or max(1, len(samples))
         drawn = [with_advantage(x) for x in draw_replay(settings.replay_draw_size(mini))]
-        for start in range(0, len(drawn), mini):
-            part = drawn[start : start + mini]
+        for part in even_parts(drawn, settings.mini_batch_size):
             loss = backward_loss(
                 model, part, settings.replay, settings, replay_coef, metrics, "replay/", generator
             )
