@@ -45,7 +45,7 @@ def main() -> None:
     for path in filter(None, args.checkpoints.split(",")):
         if not (Path(path) / "model").is_dir():
             parser.error(f"{path} is not a checkpoint folder (no model/ inside)")
-        policies.append((Path(path).name, Path(path)))
+        policies.append((checkpoint_label(Path(path)), Path(path)))
     if not policies:
         parser.error("nothing to evaluate: give --checkpoints or drop --no-sft")
 
@@ -74,7 +74,11 @@ def main() -> None:
         )
     for row in rows:
         pages = ", ".join(f"{k} {v}" for k, v in row["invalid_turns_by_page"].items())
-        print(f"\n{row['policy']}: invalid turns {row['invalid_rate']:.0%} ({pages or 'none'})")
+        won = round(row["won"] * args.episodes)
+        print(
+            f"\n{row['policy']}: won {won}/{args.episodes}; invalid turns"
+            f" {row['invalid_rate']:.0%} ({pages or 'none'})"
+        )
         print(
             f"  first product click on a results page: the top result {_share(row['first_pick_top'])},"
             f" an id not on the page {_share(row['first_pick_unlisted'])}; the first search's top"
@@ -84,6 +88,13 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"recipe": args.recipe, "rows": rows}, indent=2))
     print(f"\nJSON: {out}")
+
+
+def checkpoint_label(path: Path) -> str:
+    """`RUN/checkpoints/step_000030` -> `RUN/step_000030`, so two runs' checkpoints stay apart."""
+    if path.parent.name == "checkpoints":
+        return f"{path.parent.parent.name}/{path.name}"
+    return path.name
 
 
 def _share(value: float | None) -> str:

@@ -1,5 +1,6 @@
-"""benchmarks/overhead.py (arms, the replay share of SPEAR's own step) and benchmarks/ablate.py
-(the columns paired by seed with learning.py's runs), on hand-written metrics."""
+"""benchmarks/overhead.py (arms, the replay share of SPEAR's own step), benchmarks/ablate.py
+(the columns paired by seed with learning.py's runs), on hand-written metrics; the WebShop
+funnel's checkpoint names."""
 
 import importlib.util
 import json
@@ -64,3 +65,11 @@ def test_ablate_pairs_each_value_with_the_same_seed_of_a_preset(tmp_path):
     rows, table = ablate.paired_rows(curves, ["eval/success_rate"], [0, 1], learning, ["spear"])
     assert table["0.25"]["eval/success_rate"]["spear"] == pytest.approx([-0.05, 0.10])
     assert "| 0.25 | eval/success_rate | spear | 0.025 ± 0.106 | -0.050 / +0.100 | 1 of 2 |" in rows
+
+
+def test_webshop_funnel_names_a_checkpoint_by_its_run():
+    funnel = _load("webshop_funnel")
+    label = funnel.checkpoint_label
+    assert label(Path("runs/spear-mb64/checkpoints/step_000030")) == "spear-mb64/step_000030"
+    assert label(Path("runs/spear-mb32/checkpoints/step_000030")) == "spear-mb32/step_000030"
+    assert label(Path("elsewhere/my_policy")) == "my_policy"
