@@ -136,6 +136,34 @@ def test_separate_replay_takes_extra_optimizer_steps(tiny):
         torch.testing.assert_close(a, 0.5 * b, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize(
+    ("count", "mini_batch", "expected_draw"),
+    [
+        (4, 0, 4),  # the whole batch is the one mini-batch
+        (5, 4, 3),  # split 3 + 2, not 4 + 1: the draw matches the largest part actually taken
+        (4, 4, 4),
+    ],
+)
+def test_separate_replay_draws_one_actual_mini_batchs_worth(tiny, count, mini_batch, expected_draw):
+    model, tok = tiny
+    on = [make_sample(tok, model, "<action>up</action>", (-1.0) ** i, i) for i in range(count)]
+    win = make_sample(tok, model, "<action>down</action>", 0.5, 9, reward=2.0)
+    asked: list[int] = []
+
+    def draw(n):
+        asked.append(n)
+        return [(win, 2.0)] * n
+
+    cfg = dataclasses.replace(
+        settings(tok, replay_update="separate"), replay_ratio=1.0, mini_batch_size=mini_batch
+    )
+    out = policy_update(
+        model, GradCapture(model.parameters()), on, draw, 1.0, cfg, torch.Generator().manual_seed(0)
+    )
+    assert asked == [expected_draw]
+    assert out["replay/replayed"] == expected_draw
+
+
 def test_a_small_step_raises_winners_and_lowers_losers(tiny):
     """The whole update path has the right sign: after one small AdamW step, responses with A > 0
     are more likely and responses with A < 0 less likely than before. (Advantages sum to 0, as in a

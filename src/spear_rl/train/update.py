@@ -218,7 +218,8 @@ def policy_update(
             losses.append(loss)
     if use_replay and settings.replay_update == "separate":
         t_replay = time.perf_counter()
-        mini = settings.mini_batch_size or max(1, len(samples))
+        # one replay draw the size of the largest on-policy mini-batch actually taken
+        mini = max((len(p) for p in even_parts(samples, settings.mini_batch_size)), default=1)
         drawn = [with_advantage(x) for x in draw_replay(settings.replay_draw_size(mini))]
         for part in even_parts(drawn, settings.mini_batch_size):
             loss = backward_loss(
