@@ -212,6 +212,25 @@ def test_answers_match(prediction, gold, expected):
     assert answers_match(prediction, gold) is expected
 
 
+def test_answers_match_in_a_worker_thread_checks_without_the_timeout_warning(monkeypatch, caplog):
+    """Off the main thread math-verify runs without timeouts (we bound answer length instead)
+    and would warn once about it; the warning is dropped, the comparison still symbolic."""
+    import threading
+
+    import math_verify.grader
+    import math_verify.parser
+
+    monkeypatch.setattr(math_verify.parser, "TIMEOUT_WARNING_SHOWN", False)
+    monkeypatch.setattr(math_verify.grader, "TIMEOUT_WARNING_SHOWN", False)
+    results = []
+    worker = threading.Thread(target=lambda: results.append(answers_match("\\frac{1}{2}", "0.5")))
+    with caplog.at_level("WARNING"):
+        worker.start()
+        worker.join()
+    assert results == [True]
+    assert not [r for r in caplog.records if "Timeout is disabled" in r.getMessage()]
+
+
 def test_extract_boxed_takes_the_last_balanced_box():
     assert extract_boxed("first \\boxed{1} then \\boxed{\\frac{a}{b}} end") == "\\frac{a}{b}"
     assert extract_boxed("\\boxed{") is None and extract_boxed("no box") is None

@@ -21,6 +21,17 @@ _GROUPED_NUMBER = re.compile(r"-?\d{1,3}(,\d{3})+(\.\d+)?")
 _TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm)\{([^{}]*)\}")
 
 
+class _OwnTimeoutLogic(logging.Filter):
+    """Drops math-verify's "Timeout is disabled" warning: off-main-thread we bound the answer's
+    length instead (MAX_SYMBOLIC_CHARS), so the warning only adds noise to a training log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Timeout is disabled")
+
+
+_TIMEOUT_FILTER = _OwnTimeoutLogic()
+
+
 def require_math_verify():
     """The math_verify module, or an ImportError that says how to install it."""
     try:
@@ -30,6 +41,8 @@ def require_math_verify():
             "the math_tool env checks answers with math-verify: pip install 'spear-rl[math]' "
             "(or pip install math-verify==0.9.0)"
         ) from err
+    for name in ("math_verify.parser", "math_verify.grader"):
+        logging.getLogger(name).addFilter(_TIMEOUT_FILTER)  # a set: adding twice is a no-op
     return math_verify
 
 
