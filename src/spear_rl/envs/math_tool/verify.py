@@ -29,7 +29,9 @@ class _OwnTimeoutLogic(logging.Filter):
         return not record.getMessage().startswith("Timeout is disabled")
 
 
-_TIMEOUT_FILTER = _OwnTimeoutLogic()
+# Loggers are named, so the filter can be attached before math-verify is (lazily) imported.
+for _name in ("math_verify.parser", "math_verify.grader"):
+    logging.getLogger(_name).addFilter(_OwnTimeoutLogic())
 
 
 def require_math_verify():
@@ -41,8 +43,6 @@ def require_math_verify():
             "the math_tool env checks answers with math-verify: pip install 'spear-rl[math]' "
             "(or pip install math-verify==0.9.0)"
         ) from err
-    for name in ("math_verify.parser", "math_verify.grader"):
-        logging.getLogger(name).addFilter(_TIMEOUT_FILTER)  # a set: adding twice is a no-op
     return math_verify
 
 
