@@ -5,7 +5,10 @@ adapter must reproduce the generated env's observations, admissible actions and 
 from __future__ import annotations
 
 import random
+import re
 import socket
+import threading
+import time
 
 import pytest
 
@@ -199,3 +202,172 @@ def test_html_reader_on_webshop_shaped_snippets():
         '<h3 id="reward">Your score (min 0.0, max 1.0)<pre>0.6666666666666666</pre></h3>'
     )
     assert read_score(done) == pytest.approx(2 / 3)
+
+
+# ---- misbehaving servers (issue 33): each is a loopback server whose loops end by themselves ----
+class RawServer:
+    """A loopback TCP server that answers every connection with `reply(conn)` in a daemon thread.
+    `reply` loops are bounded, and a closed client ends them early."""
+
+    def __init__(self, reply) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.2)
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.stop = threading.Event()
+        self.reply = reply
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.settimeout(5)
+                conn.recv(65536)  # the request
+                self.reply(conn)
+            except OSError:
+                pass  # the client gave up: that is what these tests want
+
+    def close(self) -> None:
+        self.stop.set()
+        self.listener.close()
+
+
+@pytest.fixture()
+def raw_server():
+    servers = []
+
+    def start(reply) -> RawServer:
+        servers.append(RawServer(reply))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def trickle(data: bytes, gap_s: float = 0.05):
+    def reply(conn: socket.socket) -> None:
+        for i in range(len(data)):  # at most len(data) * gap_s seconds
+            conn.sendall(data[i : i + 1])
+            time.sleep(gap_s)
+
+    return reply
+
+
+HEADERS = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 100000\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "where", ["status line", "body"], ids=["trickled-headers", "trickled-body"]
+)
+def test_a_trickling_server_cannot_hold_a_request_past_its_deadline(raw_server, where):
+    # 1200 bytes at 20 a second would take a minute; the deadline is 1 s for the whole request
+    data = (HEADERS if where == "body" else b"") + b"x" * 1200
+    server = raw_server(trickle(data if where == "body" else b"HTTP/1.1 200 OK\r\n" + data))
+    env = WebShopHTTPEnv(url=server.url, timeout_s=1)
+    t0 = time.monotonic()
+    with pytest.raises(WebShopServerError, match=r"no complete answer .*timeout_s=1s"):
+        env.reset(0)
+    assert time.monotonic() - t0 < 10
+
+
+def test_stuck_calls_free_the_shared_env_workers(raw_server, server_url):
+    """Four calls to a trickling server used to occupy every worker of the env timeout pool for
+    as long as the server kept sending, so a healthy server's call behind them timed out too."""
+    from spear_rl.envs.base import EnvTimeoutError, call_with_timeout
+
+    slow = raw_server(trickle(b"HTTP/1.1 200 OK\r\n" + b"x" * 1200))
+    for _ in range(4):
+        env = WebShopHTTPEnv(url=slow.url, timeout_s=1)
+        with pytest.raises(EnvTimeoutError):
+            call_with_timeout(env.reset, 0, timeout_s=0.2)
+    healthy = WebShopHTTPEnv(url=server_url, **SAME_GOALS)
+    observation = call_with_timeout(healthy.reset, 0, timeout_s=20)
+    assert observation.startswith("WebShop [SEP] Instruction:")
+
+
+def test_an_oversized_page_is_refused(raw_server):
+    declared = raw_server(
+        lambda c: c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 300000000\r\n\r\n")
+    )
+    env = WebShopHTTPEnv(url=declared.url, max_page_bytes=65536)
+    with pytest.raises(WebShopServerError, match="declares 300000000 bytes.*max_page_bytes=65536"):
+        env.reset(0)
+
+    def stream(conn: socket.socket) -> None:  # no length: ends when the connection closes
+        conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/html\r\n\r\n")
+        for _ in range(64):  # 4 MiB at most
+            conn.sendall(b"<p>" + b"a" * 65533)
+
+    undeclared = raw_server(stream)
+    env = WebShopHTTPEnv(url=undeclared.url, max_page_bytes=65536)
+    with pytest.raises(WebShopServerError, match="more than 65536 bytes"):
+        env.reset(0)
+
+
+@pytest.mark.parametrize(
+    "answer, message",
+    [
+        (b"garbage\r\n\r\n", "BadStatusLine"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n<p>short", "IncompleteRead"),
+        (b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:9/\r\n\r\n", "redirected .*:9/"),
+    ],
+    ids=["bad-status-line", "incomplete-read", "redirect"],
+)
+def test_broken_answers_are_wrapped(raw_server, answer, message):
+    server = raw_server(lambda conn: conn.sendall(answer))
+    env = WebShopHTTPEnv(url=server.url, timeout_s=5)
+    with pytest.raises(WebShopServerError, match=message):
+        env.reset(0)
+
+
+@pytest.mark.parametrize("score", ["1e308", "-5", "nan", "inf", "1.5"])
+def test_an_out_of_range_score_never_becomes_a_reward(score):
+    from http.server import ThreadingHTTPServer
+
+    from spear_rl.envs.webshop.catalogue import build_catalogue
+    from spear_rl.envs.webshop.standin_server import make_handler
+
+    class BadScore(make_handler(build_catalogue(0, NUM_PRODUCTS))):
+        def _route(self, parts):
+            if parts[0] == "done":
+                return f'<h3 id="reward">Your score (min 0.0, max 1.0)<pre>{score}</pre></h3>'
+            return super()._route(parts)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BadScore)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        native = make_env("webshop", num_products=NUM_PRODUCTS)
+        remote = WebShopHTTPEnv(url=f"http://127.0.0.1:{server.server_address[1]}", **SAME_GOALS)
+        native.reset(3), remote.reset(3)
+        while True:
+            action = native.expert_action()
+            if action == "click[buy now]":
+                break
+            assert_same_step(native, remote, action)
+        with pytest.raises(
+            WebShopServerError, match=re.escape(f"score {float(score)!r} for ") + ".*outside"
+        ):
+            act(remote, action)
+        assert remote.last_score is None and not remote.done
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_timeout_and_page_cap_are_validated():
+    for bad in (0, -1, float("nan"), float("inf"), "3"):
+        with pytest.raises(ValueError, match="timeout_s"):
+            WebShopHTTPEnv(url="http://x", timeout_s=bad)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="max_page_bytes"):
+            WebShopHTTPEnv(url="http://x", max_page_bytes=bad)

@@ -18,10 +18,14 @@ Navigation state (query, page, item, chosen options) is kept here, as the server
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import urllib.error
+import http.client
+import math
+import socket
+import threading
+import time
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 
 from spear_rl.envs.base import EVAL_SEED_OFFSET, Env, StepResult, register_env
@@ -54,6 +58,8 @@ from spear_rl.envs.webshop.server_html import (
 
 DEFAULT_TRAIN_GOALS = (1500, 12087)
 DEFAULT_EVAL_GOALS = (0, 500)
+# WebShop's pages are tens of kB; a page far beyond that is a broken or hostile server
+DEFAULT_MAX_PAGE_BYTES = 4 * 1024 * 1024
 _SUCCESS_TOLERANCE = 1e-9
 _BACK, _NEXT, _PREV, _BUY = (
     element_key(b) for b in (BACK_TO_SEARCH, NEXT_PAGE, PREV_PAGE, BUY_NOW)
@@ -88,6 +94,7 @@ class WebShopHTTPEnv(Env):
         timeout_s: float = 30.0,
         train_goal_range: tuple[int, int] | list[int] = DEFAULT_TRAIN_GOALS,
         eval_goal_range: tuple[int, int] | list[int] = DEFAULT_EVAL_GOALS,
+        max_page_bytes: int = DEFAULT_MAX_PAGE_BYTES,
     ) -> None:
         super().__init__()
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
@@ -100,7 +107,18 @@ class WebShopHTTPEnv(Env):
         self.url = url.rstrip("/")
         self.max_turns = max_turns
         self.dense_score = bool(dense_score)
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float):
+            raise ValueError(f"webshop_http timeout_s must be a number, got {timeout_s!r}")
+        if not 0 < timeout_s < math.inf:
+            raise ValueError(f"webshop_http timeout_s must be finite and > 0, got {timeout_s!r}")
+        if isinstance(max_page_bytes, bool) or not isinstance(max_page_bytes, int):
+            raise ValueError(
+                f"webshop_http max_page_bytes must be an integer, got {max_page_bytes!r}"
+            )
+        if max_page_bytes < 1:
+            raise ValueError(f"webshop_http max_page_bytes must be >= 1, got {max_page_bytes!r}")
         self.timeout_s = float(timeout_s)
+        self.max_page_bytes = max_page_bytes
         self.train_goal_range = _goal_range(train_goal_range, "train_goal_range")
         self.eval_goal_range = _goal_range(eval_goal_range, "eval_goal_range")
         self.session = ""
@@ -216,7 +234,13 @@ class WebShopHTTPEnv(Env):
             lines = read_detail(parse_html(self._get(path)), f"No {nav.sub_page}")
             return detail_view(lines)
         page = parse_html(self._get(self._path("done", self.session, nav.asin, options_text)))
-        self.last_score = self._read(read_score, page)
+        score = self._read(read_score, page)
+        if not 0.0 <= score <= 1.0 + _SUCCESS_TOLERANCE:  # also false for NaN
+            raise WebShopServerError(
+                f"WebShop server {self.url} reported score {score!r} for {nav.asin}, outside "
+                "[0, 1]; not used as a reward"
+            )
+        self.last_score = score
         return done_view(nav.asin, self.last_score)
 
     # ---- HTTP -------------------------------------------------------------------------------
@@ -224,25 +248,103 @@ class WebShopHTTPEnv(Env):
         return "/" + "/".join(urllib.parse.quote(part, safe="") for part in parts)
 
     def _get(self, path: str) -> str:
+        """One GET with a total deadline of `timeout_s` (connect, headers and body together: a
+        server that trickles bytes cannot hold the call, or the env's worker thread, any longer),
+        at most `max_page_bytes` of body, and no redirects."""
         url = self.url + path
+        parts = urllib.parse.urlsplit(self.url)
+        connection_class = (
+            http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        )
+        deadline = time.monotonic() + self.timeout_s
+        conn = connection_class(parts.hostname or "", parts.port, timeout=self.timeout_s)
+        watchdog: threading.Timer | None = None
+        expired = threading.Event()
         try:
-            with urllib.request.urlopen(url, timeout=self.timeout_s) as response:
-                return response.read().decode("utf-8", errors="replace")
-        except urllib.error.HTTPError as err:
+            conn.connect()
+            # the socket timeout bounds each read; this bounds the whole request
+            watchdog = threading.Timer(
+                max(0.0, deadline - time.monotonic()), _abort, (conn, expired)
+            )
+            watchdog.daemon = True
+            watchdog.start()
+            conn.request("GET", parts.path + path, headers={"Accept": "text/html"})
+            response = conn.getresponse()
+            if 300 <= response.status < 400:
+                raise WebShopServerError(
+                    f"WebShop server redirected {url} to {response.getheader('Location')!r}; "
+                    "the adapter follows no redirects: set env.kwargs.url to the server itself"
+                )
+            if response.status != 200:
+                raise WebShopServerError(
+                    f"WebShop server answered {response.status} for {url}; is it a WebShop server?"
+                )
+            body = self._read_body(response, url, expired)
+        except WebShopServerError:
+            raise
+        except (http.client.HTTPException, OSError) as err:
+            if expired.is_set():
+                raise self._too_slow(url) from err
+            if isinstance(err, http.client.HTTPException):
+                raise WebShopServerError(
+                    f"WebShop server sent a broken answer for {url} ({type(err).__name__}: {err})"
+                ) from err
             raise WebShopServerError(
-                f"WebShop server answered {err.code} for {url}; is it a WebShop server?"
+                f"cannot reach the WebShop server at {self.url} ({type(err).__name__}: {err}); "
+                "start it (see docs/webshop.md) or set env.kwargs.url"
             ) from err
-        except (urllib.error.URLError, OSError) as err:
-            raise WebShopServerError(
-                f"cannot reach the WebShop server at {self.url} ({err}); start it (see "
-                "docs/webshop.md) or set env.kwargs.url"
-            ) from err
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+            conn.close()
+        if expired.is_set():
+            raise self._too_slow(url)
+        return body.decode("utf-8", errors="replace")
+
+    def _read_body(self, response: http.client.HTTPResponse, url: str, expired) -> bytes:
+        declared = response.getheader("Content-Length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_page_bytes:
+            raise self._too_big(url, f"declares {int(declared)} bytes")
+        chunks, size = [], 0
+        while not expired.is_set():
+            chunk = response.read1(65536)  # whatever has arrived, so the deadline is checked often
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > self.max_page_bytes:
+                raise self._too_big(url, f"sent more than {self.max_page_bytes} bytes")
+            chunks.append(chunk)
+        if expired.is_set():
+            raise self._too_slow(url)
+        if response.length:  # bytes the server declared but never sent
+            raise http.client.IncompleteRead(b"".join(chunks), response.length)
+        return b"".join(chunks)
+
+    def _too_slow(self, url: str) -> WebShopServerError:
+        return WebShopServerError(
+            f"WebShop server gave no complete answer for {url} within "
+            f"env.kwargs.timeout_s={self.timeout_s:g}s"
+        )
+
+    def _too_big(self, url: str, what: str) -> WebShopServerError:
+        return WebShopServerError(
+            f"WebShop page {url} {what}, over env.kwargs.max_page_bytes={self.max_page_bytes}"
+        )
 
     def _read(self, reader, *args):
         try:
             return reader(*args)
         except UnexpectedPageError as err:
             raise WebShopServerError(f"unexpected page from {self.url}: {err}") from err
+
+
+def _abort(conn: http.client.HTTPConnection, expired: threading.Event) -> None:
+    """The watchdog: past the deadline, shut the socket so a blocked read returns at once."""
+    expired.set()
+    sock = conn.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):  # already closed
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _keywords(search: Accepted) -> tuple[str, ...]:
