@@ -15,6 +15,10 @@ Rules (model text is untrusted; nothing here raises):
 - a hermes tool call whose JSON is broken is a `malformed` action: an invalid turn whose feedback
   says what was wrong;
 - no tool call and no answer, or more than MAX_PARSE_CHARS characters: None (an invalid turn).
+
+Each search is linear in the reply's length (each pattern matches at its first opening or fails
+within the run of characters after it; `extract_boxed` is one pass), so a hostile reply up to the
+cap costs milliseconds (`tests/envs/test_parsing.py` times 400k-character ones).
 """
 
 from __future__ import annotations

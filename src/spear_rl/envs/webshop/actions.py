@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from spear_rl.envs.parsing import MAX_ACTION_CHARS
 from spear_rl.envs.webshop.pages import BACK_TO_SEARCH, PageView, element_key
 
 # Longer queries are rejected (the action parser already caps actions at 200 characters).
@@ -29,6 +30,9 @@ class Rejection:
 
 def check_action(action: str, view: PageView) -> Accepted | Rejection:
     """Accept `action` when it is possible on `view`; otherwise say why not."""
+    if isinstance(action, str) and len(action) > MAX_ACTION_CHARS:
+        # callers that skip the tag parser get its cap too: no regex over an unbounded reply
+        return Rejection(f"Invalid action: an action has at most {MAX_ACTION_CHARS} characters.")
     match = _ACTION_RE.match(action.strip()) if isinstance(action, str) else None
     if match is None:
         shown = action if isinstance(action, str) and len(action) <= 80 else "this action"
