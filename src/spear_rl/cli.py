@@ -1,7 +1,8 @@
-"""The `spear` command: train | eval | compare | plot | recipes.
+"""The `spear` command: train | eval | compare | plot | recipes (alone, it prints this help).
 
-Config overrides follow the subcommand's own options as `--section.key=value`.
-Errors a person can act on are printed as one line (exit code 2), not a traceback.
+Config overrides follow `train`'s and `compare`'s own options as `--section.key=value`.
+Errors a person can act on are printed as one line (exit code 2), not a traceback; any other
+exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -11,22 +12,42 @@ import os
 import sys
 from pathlib import Path
 
-from spear_rl.models.loading import ModelLoadError
-from spear_rl.registry import UnknownNameError
-from spear_rl.train.metrics import MissingExtraError
 
-# Bad input a person can fix: bad config or recipe (ConfigError is a ValueError), missing files,
-# missing optional extras (ImportError), unknown registry names (a KeyError subclass). Anything else
-# is a bug and keeps its traceback. SPEAR_DEBUG=1 shows tracebacks for these too.
-USAGE_ERRORS: tuple[type[BaseException], ...] = (
-    ValueError,
-    FileNotFoundError,
-    FileExistsError,
-    ImportError,
-    UnknownNameError,
-    MissingExtraError,
-    ModelLoadError,
-)
+class UsageError(Exception):
+    """A command line that cannot work as given (e.g. --resume together with --recipe)."""
+
+
+def usage_errors() -> tuple[type[BaseException], ...]:
+    """The errors a person caused and can fix, printed as one line (exit code 2): a bad config or
+    recipe, a missing or unusable file or run folder, a missing optional extra, an unknown registry
+    name. Anything else is a bug and keeps its traceback; SPEAR_DEBUG=1 shows tracebacks for these
+    too. Imported here, not at module level, so that `spear --help` stays fast."""
+    from spear_rl.envs.alfworld._deps import AlfWorldMissingError
+    from spear_rl.envs.math_tool.data import MathDataError
+    from spear_rl.envs.math_tool.isolation import SandboxUnavailableError
+    from spear_rl.envs.webshop.search import MissingDependencyError
+    from spear_rl.models.loading import ModelLoadError
+    from spear_rl.registry import UnknownNameError
+    from spear_rl.train.checkpoint import RunFolderError
+    from spear_rl.train.config import ConfigError
+    from spear_rl.train.metrics import MissingExtraError
+
+    return (
+        UsageError,
+        ConfigError,
+        RunFolderError,
+        FileNotFoundError,
+        FileExistsError,
+        NotADirectoryError,
+        ModuleNotFoundError,
+        AlfWorldMissingError,
+        MissingDependencyError,
+        MathDataError,
+        SandboxUnavailableError,
+        UnknownNameError,
+        MissingExtraError,
+        ModelLoadError,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue a run from its latest checkpoint",
     )
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.epilog = (
+        "Config overrides: --section.key=value, with sections model, env, rollout, algo, replay, "
+        "sft, train, log (e.g. --train.steps=10 --algo.loss=vanilla --replay.enabled=false). "
+        "Every key, its default, allowed values and meaning: docs/config.md; the resolved config "
+        "of a recipe: --print-config."
+    )
 
     p = sub.add_parser("eval", help="success rate of a saved policy on held-out tasks")
     p.add_argument("run_dir", help="a run folder (its latest checkpoint) or a checkpoint folder")
@@ -59,8 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="recipe names in that folder; 'frozen' adds the warm start evaluated at the same "
         "steps with the same seeds, never trained (how far a curve moves by sampling alone)",
     )
-    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--seeds", default=[0, 1, 2], type=_seed_list, help="e.g. 0,1,2")
     p.add_argument("--out", default="runs/compare")
+    p.epilog = "Config overrides (--section.key=value) apply to every run, as in `spear train`."
 
     p = sub.add_parser("plot", help="PNG curves of one or more runs, overlaid")
     p.add_argument("run_dirs", nargs="+")
@@ -70,12 +98,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _seed_list(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"seeds must be integers like 0,1,2, got {text!r}"
+        ) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0].startswith("--") and argv[0] not in ("--help", "-h"):
-        argv = ["train", *argv]  # `spear` alone runs the main job
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
+    if args.command is None:  # `spear` alone: say what it can do rather than start a long run
+        parser.print_help()
+        if rest:
+            print(f"\nspear: choose a command (e.g. spear train {' '.join(rest)})", file=sys.stderr)
+        return 2 if rest else 0
     try:
         return dispatch(args, rest, parser)
     except KeyboardInterrupt:
@@ -84,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
-    except USAGE_ERRORS as err:
-        if os.environ.get("SPEAR_DEBUG"):
+    except Exception as err:
+        if not isinstance(err, usage_errors()) or os.environ.get("SPEAR_DEBUG"):
             raise
         print(f"spear {args.command}: error: {err}", file=sys.stderr)
         return 2
@@ -97,23 +137,17 @@ def dispatch(args: argparse.Namespace, rest: list[str], parser: argparse.Argumen
     overrides = parse_overrides(rest)
     if args.command == "train":
         return cmd_train(args, overrides, load_config)
+    if args.command == "compare":  # the same config overrides as `spear train`, for every run
+        from spear_rl.train.compare import compare
+
+        report = compare(args.env, args.presets.split(","), args.seeds, Path(args.out), overrides)
+        print((Path(args.out) / "compare.md").read_text())
+        print(f"runs, compare.json and compare.png in {args.out} ({len(report['runs'])} presets)")
+        return 0
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "eval":
         return cmd_eval(args)
-    if args.command == "compare":
-        from spear_rl.train.compare import compare
-
-        report = compare(
-            args.env,
-            args.presets.split(","),
-            [int(s) for s in args.seeds.split(",")],
-            Path(args.out),
-            overrides,
-        )
-        print((Path(args.out) / "compare.md").read_text())
-        print(f"runs, compare.json and compare.png in {args.out} ({len(report['runs'])} presets)")
-        return 0
     if args.command == "plot":
         from spear_rl.train.plot import plot_runs
 
@@ -136,7 +170,7 @@ def cmd_train(args: argparse.Namespace, overrides: dict, load_config) -> int:
 
     if args.resume:
         if args.recipe:
-            raise ValueError("--resume continues a run with its saved config; drop --recipe")
+            raise UsageError("--resume continues a run with its saved config; drop --recipe")
         if overrides:
             print(f"resuming with overrides on the saved config: {overrides}", file=sys.stderr)
         result = train(resume=args.resume, resume_overrides=overrides)

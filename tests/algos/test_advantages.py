@@ -177,7 +177,13 @@ def test_gigpo_hand_example():
 
 def test_gigpo_normalised_parts():
     # Episode std over scores (10, 0) = sqrt(50); step std over (2.5, 0) = 2.5 / sqrt(2).
-    adv = _adv("gigpo", _gigpo_example(), gigpo_gamma=0.5, gigpo_step_norm="std")
+    adv = _adv(
+        "gigpo",
+        _gigpo_example(),
+        gigpo_gamma=0.5,
+        gigpo_episode_norm="std",
+        gigpo_step_norm="std",
+    )
     e = 5.0 / (math.sqrt(50) + EPS)
     s = 1.25 / (2.5 / math.sqrt(2) + EPS)
     assert adv == pytest.approx([-e, e, 0.0, e + s, -e - s, e], rel=1e-6)

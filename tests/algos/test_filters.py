@@ -104,7 +104,15 @@ BAD = {
     "text": "\u00c3\u00a9",
 }
 GOOD = {"truncated": False, "parsed": True, "token_ids": PHRASE, "text": "fine"}
-ALL_ON = FilterConfig(overlong=True, incomplete=True, repetitive=True, unreadable=True)
+FILTERS = ["overlong", "incomplete", "repetitive", "unreadable"]
+
+
+def filters(*on: str, **extra) -> FilterConfig:
+    """A FilterConfig with exactly the named response filters switched on."""
+    return FilterConfig(**{f"filter_{name}": name in on for name in FILTERS}, **extra)
+
+
+ALL_ON = filters(*FILTERS)
 
 
 def test_every_switched_on_filter_fires_in_order():
@@ -119,17 +127,15 @@ def test_every_switched_on_filter_fires_in_order():
 
 @pytest.mark.parametrize("name", ["overlong", "incomplete", "repetitive", "unreadable"])
 def test_a_switched_off_filter_never_fires(name):
-    only_this = FilterConfig(**{name: True})
+    only_this = filters(name)
     assert response_filter_reasons(**BAD, cfg=only_this) == [name]
-    all_but_this = FilterConfig(
-        **{other: other != name for other in ["overlong", "incomplete", "repetitive", "unreadable"]}
-    )
+    all_but_this = filters(*(other for other in FILTERS if other != name))
     assert name not in response_filter_reasons(**BAD, cfg=all_but_this)
-    assert response_filter_reasons(**BAD, cfg=FilterConfig()) == []
+    assert response_filter_reasons(**BAD, cfg=filters()) == []
 
 
 def test_repeat_settings_come_from_the_config():
-    cfg = FilterConfig(repetitive=True, repeat_ngram=2, repeat_count=3)
+    cfg = filters("repetitive", filter_repeat_ngram=2, filter_repeat_count=3)
     reasons = response_filter_reasons(
         truncated=False, parsed=True, token_ids=[1, 2, 1, 2, 1, 2], text="", cfg=cfg
     )
@@ -147,7 +153,7 @@ def test_apply_response_filters_keep_flags_and_counts():
     keep, counts = apply_response_filters(items, ALL_ON)
     assert keep == [True, False, False, False, False]
     assert counts == {"overlong": 2, "incomplete": 2, "repetitive": 1, "unreadable": 1}
-    keep, counts = apply_response_filters(items, FilterConfig(incomplete=True))
+    keep, counts = apply_response_filters(items, filters("incomplete"))
     assert keep == [True, True, False, True, False]
     assert counts == {"overlong": 0, "incomplete": 2, "repetitive": 0, "unreadable": 0}
     assert apply_response_filters([], ALL_ON) == ([], dict.fromkeys(counts, 0))

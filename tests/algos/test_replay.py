@@ -110,7 +110,7 @@ def test_p50_keeps_rewards_above_the_median_even_history():
 
 
 def test_p50_with_empty_history_uses_a_zero_baseline():
-    buffer = ReplayBuffer(ReplayConfig(use_std=True))
+    buffer = ReplayBuffer(ReplayConfig(), use_std=True)
     buffer.admit([item(reward=-1.0), item(reward=0.0), item(reward=1.5)])
     recal = buffer.recalibrated(step=1)
     assert rewards_of(recal) == [1.5]
@@ -118,13 +118,13 @@ def test_p50_with_empty_history_uses_a_zero_baseline():
 
 
 def test_p50_with_std_divides_by_the_median_std():
-    buffer = ReplayBuffer(ReplayConfig(use_std=True))
+    buffer = ReplayBuffer(ReplayConfig(), use_std=True)
     buffer.record_baselines([1.0, 1.0, 1.0], [2.0, 4.0, 0.5])  # median std 2.0
     buffer.admit([item(reward=5.0), item(reward=0.5)])
     recal = buffer.recalibrated(step=2)
     assert rewards_of(recal) == [5.0]
     assert recal[0][1] == pytest.approx(4.0 / 2.000001, rel=1e-12)
-    plain = ReplayBuffer(ReplayConfig(use_std=False))
+    plain = ReplayBuffer(ReplayConfig(), use_std=False)
     plain.record_baselines([1.0, 1.0, 1.0], [2.0, 4.0, 0.5])
     plain.admit([item(reward=5.0)])
     assert plain.recalibrated(step=2)[0][1] == pytest.approx(4.0)
@@ -222,8 +222,23 @@ def test_reference_trigger_fires_with_a_power_of_two_subset_and_clears():
     assert buffer.stats(2)["reference_fires"] == 1.0
     assert buffer.draw(2, step=3) == []
 
-    assert len(reference_buffer(num_winners=16).draw(0, step=2)) == 16
-    assert len(reference_buffer(num_winners=31).draw(0, step=2)) == 16
+    assert len(reference_buffer(num_winners=25, buffer_size=16).draw(0, step=2)) == 16
+    assert len(reference_buffer(num_winners=31, buffer_size=32).draw(0, step=2)) == 0  # 31 <= 48
+
+
+@pytest.mark.parametrize(
+    ("num_winners", "buffer_size", "expected"),
+    [
+        (16, 4, 4),  # 16 qualify at capacity 4: the subset is capped at the capacity
+        (31, 4, 4),
+        (13, 8, 8),  # 13 > 12 fires; min(13, 8) = 8
+        (25, 12, 8),  # min(25, 12) = 12 is not a power of two: 8
+    ],
+)
+def test_reference_trigger_never_replays_more_than_the_capacity(num_winners, buffer_size, expected):
+    drawn = reference_buffer(num_winners=num_winners, buffer_size=buffer_size).draw(0, step=2)
+    assert len(drawn) == expected
+    assert len({it.payload for it, _ in drawn}) == expected
 
 
 # ---- stats, config, checkpoints ---------------------------------------------------------------
@@ -318,7 +333,6 @@ configs = st.builds(
     baseline_history=st.integers(1, 6),
     recalibration=st.sampled_from(["p50", "decay"]),
     decay_lambda=st.sampled_from([0.5, 1.0]),
-    use_std=st.booleans(),
     sampling=st.sampled_from(["uniform", "priority"]),
     trigger=st.sampled_from(["continuous", "reference"]),
     replay_batch=st.integers(0, 3),
@@ -361,12 +375,15 @@ class Runner:
     seed=st.integers(0, 2**32 - 1),
     before=st.lists(operation, max_size=25),
     after=st.lists(operation, min_size=1, max_size=25),
+    use_std=st.booleans(),
 )
-def test_state_dict_round_trip_reproduces_future_draws(cfg, seed, before, after):
-    original = Runner(ReplayBuffer(cfg, seed=seed))
+def test_state_dict_round_trip_reproduces_future_draws(cfg, seed, before, after, use_std):
+    original = Runner(ReplayBuffer(cfg, seed=seed, use_std=use_std))
     original.run(before)
     state = pickle.loads(pickle.dumps(original.buffer.state_dict()))
-    restored = Runner(ReplayBuffer(cfg, seed=seed + 1), step=original.step)  # seed must not matter
+    restored = Runner(
+        ReplayBuffer(cfg, seed=seed + 1, use_std=use_std), step=original.step
+    )  # seed must not matter
     restored.buffer.load_state_dict(state)
     restored.uid = original.uid
     assert restored.buffer.stats(original.step) == original.buffer.stats(original.step)

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from spear_rl.fields import ConfigError
 from spear_rl.models import ModelConfig, ModelLoadError, load_policy, token_logprobs
 
 CORPUS = ["You are at cell 3 of 6. Reach the exit at cell 0.", "<action>left</action>"] * 10
@@ -117,7 +118,7 @@ def test_missing_gguf_file(tmp_path):
 
 
 def test_bad_dtype_and_bad_tiny_shape():
-    with pytest.raises(ModelLoadError, match="unknown model.dtype 'float8'"):
+    with pytest.raises(ConfigError, match="model.dtype 'float8' is not one of: float32"):
         load_policy(ModelConfig(dtype="float8"))
     with pytest.raises(ModelLoadError, match="divisible"):
         load_policy(ModelConfig(tiny_hidden=100, tiny_heads=3))

@@ -9,8 +9,8 @@ from spear_rl.train.config import (
     parse_overrides,
     read_recipe,
     resolve_recipe_path,
+    validate_config,
 )
-from spear_rl.train.validate import validate_config
 
 
 @pytest.mark.parametrize("name", list_recipes())
@@ -101,16 +101,28 @@ def test_ill_typed_values_fail_with_the_key(override, message):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("--algo.loss=clipcov", r"algo.loss 'clipcov' unknown; known: .*clip_cov"),
-        ("--replay.update=both", r"replay.update must be one of joint, separate"),
-        ("--train.steps=0", r"train.steps must be > 0"),
+        (
+            "--algo.loss=clipcov",
+            r"algo.loss 'clipcov' is not one of: .*clip_cov.*did you mean 'clip_cov'",
+        ),
+        ("--algo.loss=vanila", r"algo.loss 'vanila' is not one of: .*did you mean 'vanilla'"),
+        ("--replay.update=both", r"replay.update 'both' is not one of: joint, separate"),
+        ("--train.steps=0", r"train.steps must be >= 1"),
         ("--replay.replay_ratio=0", r"replay.replay_ratio must be > 0"),
-        ("--algo.group_filter_ratio=1.5", r"group_filter_ratio must be in"),
+        ("--algo.group_filter_ratio=1.5", r"algo.group_filter_ratio must be <= 1"),
+        ("--train.lr=.nan", r"train.lr must be a finite number"),
+        ("--rollout.temperature=0", r"rollout.temperature must be > 0 for training"),
     ],
 )
-def test_validation_names_bad_choices(override, message):
-    cfg = load_config("sokoban/spear", parse_overrides([override]))
+def test_bad_values_fail_when_the_config_is_loaded(override, message):
     with pytest.raises(ConfigError, match=message):
+        load_config("sokoban/spear", parse_overrides([override]))
+
+
+def test_validate_config_rechecks_a_changed_config():
+    cfg = load_config("sokoban/spear")
+    cfg.algo.loss = "vanila"
+    with pytest.raises(ConfigError, match=r"algo.loss 'vanila' is not one of"):
         validate_config(cfg)
 
 

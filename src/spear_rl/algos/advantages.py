@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from spear_rl.fields import Settings, setting
 from spear_rl.registry import Registry
 
 AdvantageFn = Callable[["AdvantageInput", "AdvantageConfig"], Tensor]
@@ -34,22 +35,34 @@ def register_adv_est(name: str) -> Callable[[AdvantageFn], AdvantageFn]:
 
 
 @dataclass
-class AdvantageConfig:
-    group_stats: str = "per_trajectory"  # or "per_sample" (reference behaviour)
-    eps: float = 1e-6
-    gigpo_gamma: float = 0.95
-    gigpo_step_weight: float = 1.0
-    gigpo_episode_norm: str = "std"  # "std" -> grpo-style episode part, "mean" -> dr_grpo-style
-    gigpo_step_norm: str = "mean"  # "mean": A_step = G - mean; "std": (G - mean) / (std + eps)
+class AdvantageConfig(Settings):
+    """Advantage settings: the `algo` section's advantage keys (spec §2)."""
 
-    def __post_init__(self) -> None:
-        _check_choice("group_stats", self.group_stats, GROUP_STATS_MODES)
-        _check_choice("gigpo_episode_norm", self.gigpo_episode_norm, GIGPO_EPISODE_NORMS)
-        _check_choice("gigpo_step_norm", self.gigpo_step_norm, GIGPO_STEP_NORMS)
-        if not self.eps > 0:
-            raise ValueError(f"eps must be > 0, got {self.eps}")
-        if not 0 <= self.gigpo_gamma <= 1:
-            raise ValueError(f"gigpo_gamma must be in [0, 1], got {self.gigpo_gamma}")
+    section = "algo"
+
+    adv_estimator: str = setting(
+        "dr_grpo",
+        "advantage estimator (grpo: std-normalised; dr_grpo: R - mean)",
+        choices=ADV_ESTIMATORS,
+    )
+    group_stats: str = setting(
+        "per_trajectory",
+        "group mean/std over trajectories, or over per-turn samples (per_sample, the reference)",
+        choices=GROUP_STATS_MODES,
+    )
+    eps: float = setting(1e-6, "added to the std before dividing by it", gt=0)
+    gigpo_gamma: float = setting(0.95, "discount of GiGPO's step-level returns", ge=0, le=1)
+    gigpo_step_weight: float = setting(1.0, "w_step in A = A_episode + w_step * A_step")
+    gigpo_episode_norm: str = setting(
+        "mean",
+        "GiGPO's episode part: std (grpo-style) or mean (dr_grpo-style)",
+        choices=GIGPO_EPISODE_NORMS,
+    )
+    gigpo_step_norm: str = setting(
+        "mean",
+        "GiGPO's step part: mean (G - mean) or std ((G - mean) / (std + eps))",
+        choices=GIGPO_STEP_NORMS,
+    )
 
 
 @dataclass

@@ -18,18 +18,39 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from spear_rl.fields import Settings, setting
+
 FILTER_NAMES = ("overlong", "incomplete", "repetitive", "unreadable")
 GROUP_FILTER_MODES = ("std", "std_rev")
 
 
 @dataclass
-class FilterConfig:
-    overlong: bool = False
-    incomplete: bool = False
-    repetitive: bool = False
-    unreadable: bool = False
-    repeat_ngram: int = 20
-    repeat_count: int = 10
+class FilterConfig(Settings):
+    """Dr.BoT's response filters and group-std filter: the `algo` section's filter keys (spec §3)."""
+
+    section = "algo"
+
+    filter_overlong: bool = setting(True, "drop responses that hit the token limit")
+    filter_incomplete: bool = setting(True, "drop void turns (no parseable action / answer)")
+    filter_repetitive: bool = setting(
+        True, "drop responses where a filter_repeat_ngram-gram repeats filter_repeat_count times"
+    )
+    filter_unreadable: bool = setting(True, "drop responses with U+FFFD or mojibake")
+    filter_repeat_ngram: int = setting(20, "n-gram length of the repetitive filter", ge=1)
+    filter_repeat_count: int = setting(10, "repeats that make a response repetitive", ge=1)
+    filter_keep_negative: bool = setting(
+        False,
+        "a filtered sample with a negative advantage still trains (filters withhold credit, not "
+        "blame), so the invalid-format penalty reaches void replies; off in the spec",
+    )
+    group_filter_ratio: float = setting(
+        0.75, "share of groups kept by the group-std filter; 1.0 keeps every group", gt=0, le=1
+    )
+    group_filter_mode: str = setting(
+        "std",
+        "keep the groups with the largest (std) or smallest (std_rev) reward std",
+        choices=GROUP_FILTER_MODES,
+    )
 
 
 # ---- repetitive -------------------------------------------------------------------------------
@@ -104,13 +125,15 @@ def response_filter_reasons(
 ) -> list[str]:
     """Names of the switched-on filters that fire for one response, in `FILTER_NAMES` order."""
     reasons = []
-    if cfg.overlong and truncated:
+    if cfg.filter_overlong and truncated:
         reasons.append("overlong")
-    if cfg.incomplete and not parsed:
+    if cfg.filter_incomplete and not parsed:
         reasons.append("incomplete")
-    if cfg.repetitive and is_repetitive(token_ids, cfg.repeat_ngram, cfg.repeat_count):
+    if cfg.filter_repetitive and is_repetitive(
+        token_ids, cfg.filter_repeat_ngram, cfg.filter_repeat_count
+    ):
         reasons.append("repetitive")
-    if cfg.unreadable and is_unreadable(text):
+    if cfg.filter_unreadable and is_unreadable(text):
         reasons.append("unreadable")
     return reasons
 

@@ -6,6 +6,12 @@ returned `token_loss` with `aggregation.aggregate_loss`. Metrics are python floa
 
 Registered losses receive a `PolicyLossInputs` whose tensors are already safe: finite at masked
 positions, advantages broadcast to [B, T], and `valid` a bool mask.
+
+clip_cov and kl_cov act on a budget of tokens chosen over a whole mini-batch
+(`select_cov_tokens`, built on `cov_selection.py`). A caller that splits a mini-batch into
+micro-batches selects once over the mini-batch and passes each micro-batch its slice as
+`selected`; without it, the selection runs over the tensors given (correct when they are the
+whole mini-batch).
 """
 
 from __future__ import annotations
@@ -17,6 +23,16 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from spear_rl.algos.aggregation import AGG_MODES
+from spear_rl.algos.cov_selection import (
+    Collective,
+    local_only,
+    random_keys,
+    token_budget,
+    token_covariance,
+    top_k_mask,
+)
+from spear_rl.fields import ConfigError, Settings, setting
 from spear_rl.registry import Registry
 
 # exp(20) ~ 4.9e8 is far beyond any clip range, and keeps ratios finite in float32.
@@ -24,34 +40,38 @@ LOG_RATIO_LIMIT = 20.0
 # low_var_kl's k3 value is clamped to this range for stability, as in common practice.
 LOW_VAR_KL_LIMIT = 10.0
 
+POLICY_LOSSES: Registry = Registry("policy loss")
+
 
 @dataclass
-class PolicyLossConfig:
-    clip_low: float = 0.2
-    clip_high: float = 0.28
-    dual_clip_c: float = 3.0
-    clip_cov_ratio: float = 2e-4
-    clip_cov_lb: float = 1.0
-    clip_cov_ub: float = 5.0
-    kl_cov_ratio: float = 2e-4
-    kl_cov_coef: float = 0.1
+class PolicyLossConfig(Settings):
+    """Policy-loss settings: the `algo` section's loss and aggregation keys (spec §4, §5)."""
 
-    def __post_init__(self) -> None:
-        if not 0 <= self.clip_low < 1:
-            raise ValueError(f"clip_low must be in [0, 1), got {self.clip_low}")
-        if not self.clip_high >= 0:
-            raise ValueError(f"clip_high must be >= 0, got {self.clip_high}")
-        if not self.dual_clip_c > 1:
-            raise ValueError(f"dual_clip_c must be > 1, got {self.dual_clip_c}")
-        for name in ("clip_cov_ratio", "kl_cov_ratio"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+    section = "algo"
+
+    loss: str = setting("clip_cov", "per-token policy loss", choices=POLICY_LOSSES)
+    clip_low: float = setting(0.2, "ratio clipped below 1 - clip_low", ge=0, lt=1)
+    clip_high: float = setting(0.28, "clip-higher: ratio clipped above 1 + clip_high", ge=0)
+    dual_clip_c: float = setting(3.0, "dual clip for negative advantages: loss <= -c * A", gt=1)
+    clip_cov_ratio: float = setting(2e-4, "share of tokens clip_cov detaches", ge=0, le=1)
+    clip_cov_lb: float = setting(1.0, "clip_cov picks tokens with clip_cov_lb < cov < clip_cov_ub")
+    clip_cov_ub: float = setting(5.0, "upper covariance bound of clip_cov's pick")
+    kl_cov_ratio: float = setting(2e-4, "share of top-covariance tokens kl_cov penalises", ge=0, le=1)
+    kl_cov_coef: float = setting(0.1, "beta of the kl_cov penalty", ge=0)
+    loss_agg: str = setting(
+        "seq-mean-token-sum-norm", "how token losses reduce to one number (spec §5)", choices=AGG_MODES
+    )
+    loss_agg_t_norm: int = setting(
+        0, "T_norm of seq-mean-token-sum-norm; 0 = the layout's max response length", ge=0
+    )
+    entropy_coef: float = setting(0.0, "entropy bonus c_H", ge=0)
+    kl_coef: float = setting(0.0, "> 0 keeps a frozen reference model (low_var_kl)", ge=0)
+
+    def check(self) -> None:
         if not self.clip_cov_lb < self.clip_cov_ub:
-            raise ValueError(
+            raise ConfigError(
                 f"clip_cov_lb ({self.clip_cov_lb}) must be below clip_cov_ub ({self.clip_cov_ub})"
             )
-        if not self.kl_cov_coef >= 0:
-            raise ValueError(f"kl_cov_coef must be >= 0, got {self.kl_cov_coef}")
 
 
 @dataclass
@@ -70,6 +90,8 @@ class PolicyLossInputs:
     old_logp: Tensor
     advantages: Tensor
     valid: Tensor  # bool
+    # [B, T] bool: the tokens clip_cov / kl_cov act on, chosen over the whole mini-batch
+    selected: Tensor | None = None
 
     def log_ratio(self) -> Tensor:
         return torch.clamp(self.logp - self.old_logp, -LOG_RATIO_LIMIT, LOG_RATIO_LIMIT)
@@ -82,9 +104,7 @@ class _LossParts:
     selected: Tensor | None = None
 
 
-PolicyLossFn = Callable[[PolicyLossInputs, PolicyLossConfig, "torch.Generator | None"], _LossParts]
-
-POLICY_LOSSES: Registry[PolicyLossFn] = Registry("policy loss")
+PolicyLossFn = Callable[["PolicyLossInputs", "PolicyLossConfig", "torch.Generator | None"], "_LossParts"]
 
 
 def register_policy_loss(name: str) -> Callable[[PolicyLossFn], PolicyLossFn]:
@@ -100,14 +120,26 @@ def compute_policy_loss(
     mask: Tensor,
     cfg: PolicyLossConfig,
     generator: torch.Generator | None = None,
+    selected: Tensor | None = None,
 ) -> LossOutput:
     """Token losses [B, T] of the loss registered as `name`.
 
     `advantages` is [B, T] (or [B], broadcast over tokens); `mask` is 0/1 (float or bool).
-    `generator` drives clip_cov's random token choice (global RNG when None).
+    `selected` ([B, T] bool): clip_cov / kl_cov's tokens, chosen by `select_cov_tokens` over the
+    whole mini-batch; None selects over these tensors alone, with `generator` driving clip_cov's
+    random choice (global RNG when None).
     """
     loss_fn = POLICY_LOSSES.get(name)
     inp = _prepare_inputs(logp, old_logp, advantages, mask)
+    if name in COV_SELECTORS:
+        if selected is None:
+            selected = COV_SELECTORS[name](inp, cfg, generator, local_only, local_only)
+        elif selected.shape != inp.valid.shape:
+            raise ValueError(
+                f"selected must have logp's shape {tuple(inp.valid.shape)}, "
+                f"got {tuple(selected.shape)}"
+            )
+        inp.selected = selected.to(torch.bool) & inp.valid
     parts = loss_fn(inp, cfg, generator)
     token_loss = torch.where(inp.valid, parts.loss, torch.zeros_like(parts.loss))
     metrics = {
@@ -138,29 +170,13 @@ def vanilla_loss(
 def clip_cov_loss(
     inp: PolicyLossInputs, cfg: PolicyLossConfig, generator: torch.Generator | None = None
 ) -> _LossParts:
-    """PPO loss; a random few unclipped tokens with lb < cov < ub get zero loss (no gradient).
+    """PPO loss; the selected tokens (a random few unclipped ones with lb < cov < ub) get zero loss.
 
     Covariance-driven clipping keeps entropy from collapsing: tokens whose log-prob moves most with
     the advantage are the ones that sharpen the policy, so a small budget of them is held back.
     """
     ppo = _ppo_clip(inp, cfg)
-    cov = _token_covariance(inp)
-    eligible = (
-        inp.valid
-        & ~ppo.clip_binds
-        & ~ppo.dual_binds
-        & (cov > cfg.clip_cov_lb)
-        & (cov < cfg.clip_cov_ub)
-    )
-    budget = _token_budget(cfg.clip_cov_ratio, int(inp.valid.sum()))
-    candidates = torch.nonzero(eligible.flatten(), as_tuple=False).flatten()
-    if candidates.numel() > budget:
-        device = generator.device if generator is not None else "cpu"
-        pick = torch.randperm(candidates.numel(), generator=generator, device=device)[:budget]
-        candidates = candidates[pick.to(candidates.device)]
-    selected = torch.zeros(eligible.numel(), dtype=torch.bool, device=eligible.device)
-    selected[candidates] = True
-    selected = selected.view_as(eligible)
+    selected = _given_selection(inp)
     loss = torch.where(selected, torch.zeros_like(ppo.loss), ppo.loss)
     metrics = {**ppo.metrics(inp.valid), "selected_tokens": float(selected.sum())}
     return _LossParts(loss, metrics, selected)
@@ -170,19 +186,101 @@ def clip_cov_loss(
 def kl_cov_loss(
     inp: PolicyLossInputs, cfg: PolicyLossConfig, generator: torch.Generator | None = None
 ) -> _LossParts:
-    """-A * rho, plus coef * |logp - old_logp| on the top-k tokens by covariance (no clipping)."""
+    """-A * rho, plus coef * |logp - old_logp| on the selected (top-k by cov) tokens; no clipping."""
     log_ratio = inp.log_ratio()
     loss = -inp.advantages * torch.exp(log_ratio)
-    num_valid = int(inp.valid.sum())
-    k = min(_token_budget(cfg.kl_cov_ratio, num_valid), num_valid)
-    cov = torch.where(inp.valid, _token_covariance(inp), torch.full_like(loss, -math.inf))
-    selected = torch.zeros(loss.numel(), dtype=torch.bool, device=loss.device)
-    if k > 0:
-        selected[torch.topk(cov.flatten(), k).indices] = True
-    selected = selected.view_as(loss)
+    selected = _given_selection(inp)
     penalty = cfg.kl_cov_coef * log_ratio.abs()
     loss = loss + torch.where(selected, penalty, torch.zeros_like(penalty))
     return _LossParts(loss, {"selected_tokens": float(selected.sum())}, selected)
+
+
+def _given_selection(inp: PolicyLossInputs) -> Tensor:
+    if inp.selected is None:
+        raise ValueError("clip_cov / kl_cov need a token selection: call compute_policy_loss")
+    return inp.selected
+
+
+# --- token selection for clip_cov / kl_cov (over a whole mini-batch) ---------------------------
+
+SelectFn = Callable[
+    [PolicyLossInputs, PolicyLossConfig, "torch.Generator | None", Collective, Collective], Tensor
+]
+
+
+def _select_clip_cov(
+    inp: PolicyLossInputs,
+    cfg: PolicyLossConfig,
+    generator: torch.Generator | None,
+    reduce_sum: Collective,
+    all_gather: Collective,
+) -> Tensor:
+    """max(1, floor(r N)) tokens uniformly at random among the unclipped with lb < cov < ub."""
+    ppo = _ppo_clip(inp, cfg)
+    valid = inp.valid
+    cov, num_valid = token_covariance(inp.advantages[valid], inp.logp[valid], reduce_sum)
+    unclipped = ~ppo.clip_binds[valid] & ~ppo.dual_binds[valid]
+    eligible = unclipped & (cov > cfg.clip_cov_lb) & (cov < cfg.clip_cov_ub)
+    score = torch.full_like(cov, -math.inf)
+    score[eligible] = random_keys(int(eligible.sum()), generator, cov.device)
+    chosen = top_k_mask(score, eligible, token_budget(cfg.clip_cov_ratio, num_valid), all_gather)
+    return _scatter_valid(chosen, valid)
+
+
+def _select_kl_cov(
+    inp: PolicyLossInputs,
+    cfg: PolicyLossConfig,
+    generator: torch.Generator | None,
+    reduce_sum: Collective,
+    all_gather: Collective,
+) -> Tensor:
+    """The top max(1, floor(r N)) tokens by cov (all of them when N is smaller)."""
+    valid = inp.valid
+    cov, num_valid = token_covariance(inp.advantages[valid], inp.logp[valid], reduce_sum)
+    k = min(token_budget(cfg.kl_cov_ratio, num_valid), num_valid)
+    chosen = top_k_mask(cov, torch.ones_like(cov, dtype=torch.bool), k, all_gather)
+    return _scatter_valid(chosen, valid)
+
+
+# Losses whose tokens are chosen over the whole mini-batch, and how.
+COV_SELECTORS: dict[str, SelectFn] = {"clip_cov": _select_clip_cov, "kl_cov": _select_kl_cov}
+
+
+def needs_token_selection(name: str) -> bool:
+    """True for losses (clip_cov, kl_cov) whose token choice spans the whole mini-batch."""
+    return name in COV_SELECTORS
+
+
+def select_cov_tokens(
+    name: str,
+    logp: Tensor,
+    old_logp: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    cfg: PolicyLossConfig,
+    generator: torch.Generator | None = None,
+    reduce_sum: Collective = local_only,
+    all_gather: Collective = local_only,
+) -> Tensor:
+    """[B, T] bool: the tokens loss `name` acts on, chosen over all these tokens (all ranks').
+
+    Pass the whole mini-batch's CURRENT log-probs (detached is fine), behaviour log-probs,
+    advantages and mask. Valid tokens are taken row-major, so a [1, N] concatenation of the
+    micro-batches' valid tokens gives the same choice as the padded [B, T] mini-batch.
+    `reduce_sum` / `all_gather` are the cross-rank hooks of `cov_selection.py`.
+    """
+    if name not in COV_SELECTORS:
+        known = ", ".join(COV_SELECTORS)
+        raise ValueError(f"loss {name!r} selects no tokens; only {known} do")
+    inp = _prepare_inputs(logp.detach(), old_logp, advantages, mask)
+    return COV_SELECTORS[name](inp, cfg, generator, reduce_sum, all_gather)
+
+
+def _scatter_valid(chosen: Tensor, valid: Tensor) -> Tensor:
+    """A 1-D choice over the valid tokens (row-major) back to the [B, T] layout."""
+    out = torch.zeros_like(valid)
+    out[valid] = chosen
+    return out
 
 
 @register_policy_loss("gpg")
@@ -247,19 +345,6 @@ def _ppo_clip(inp: PolicyLossInputs, cfg: PolicyLossConfig) -> _PPOClip:
     dual_binds = negative & (loss > dual_cap)
     loss = torch.where(negative, torch.minimum(loss, dual_cap), loss)
     return _PPOClip(loss, ratio.detach(), (clipped > unclipped).detach(), dual_binds.detach())
-
-
-def _token_covariance(inp: PolicyLossInputs) -> Tensor:
-    """Detached per-token (A - mean A)(logp - mean logp) with means over valid tokens."""
-    advantages, logp = inp.advantages.detach(), inp.logp.detach()
-    centred_adv = advantages - masked_mean(advantages, inp.valid)
-    centred_logp = logp - masked_mean(logp, inp.valid)
-    return centred_adv * centred_logp
-
-
-def _token_budget(ratio: float, num_valid: int) -> int:
-    """max(1, floor(ratio * N)) tokens, or none when there are no valid tokens."""
-    return max(1, math.floor(ratio * num_valid)) if num_valid > 0 else 0
 
 
 def _approx_kl(inp: PolicyLossInputs) -> float:

@@ -18,8 +18,9 @@ Choices this module makes where the spec leaves room:
 - `replay_batch > 0` is the number of samples per draw; 0 leaves it to the caller's `n`.
 - `trigger="reference"` (the published code): nothing is drawn until more than 1.5 * buffer_size
   items beat the baseline (A' > 0); then a uniformly random subset of them, of the largest
-  power-of-two size not above their count, is returned once (regardless of `n`: the trainer splits
-  it into mini-batches) and the whole buffer is cleared. `buffer_size` is then only the trigger
+  power-of-two size not above their count nor `buffer_size` (4096 qualifying at a buffer of 2048
+  replay 2048), is returned once (regardless of `n`: the trainer splits it into mini-batches) and
+  the whole buffer is cleared. `buffer_size` is then only the trigger
   scale, not a capacity (a capacity of B could never hold 1.5 * B items); memory stays bounded by
   age eviction. Every random choice comes from the buffer's own seeded generator, saved in
   `state_dict`, so a resumed run fires at the same steps with the same subsets.
@@ -35,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from spear_rl.fields import ConfigError, Settings, setting
+
 RECALIBRATIONS = ("p50", "decay")
 SAMPLINGS = ("uniform", "priority")
 TRIGGERS = ("continuous", "reference")
@@ -45,41 +48,62 @@ REFERENCE_FIRE_FACTOR = 1.5
 STATE_VERSION = 1
 
 
-def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(
-            f"replay.{key}={value!r} is not known; choose one of: {', '.join(choices)}"
-        )
+REPLAY_UPDATES = ("joint", "separate")
 
 
 @dataclass
-class ReplayConfig:
-    buffer_size: int = 2048
-    tolerate_steps: int = 5
-    admit_threshold: float = 0.0
-    require_tool_call: bool = False
-    baseline_history: int = 10240
-    recalibration: str = "p50"  # or "decay"
-    decay_lambda: float = 0.9
-    use_std: bool = False  # divide by P50(history stds) + 1e-6 (runs with std normalisation)
-    sampling: str = "uniform"  # or "priority" (probability proportional to A')
-    trigger: str = "continuous"  # or "reference"
-    replay_batch: int = 0  # samples per draw; 0 -> the caller passes n
+class ReplayConfig(Settings):
+    """SPEAR's self-imitation settings: the `replay` section (spec §6)."""
 
-    def __post_init__(self) -> None:
-        _check_choice("recalibration", self.recalibration, RECALIBRATIONS)
-        _check_choice("sampling", self.sampling, SAMPLINGS)
-        _check_choice("trigger", self.trigger, TRIGGERS)
-        if self.buffer_size < 1:
-            raise ValueError(f"replay.buffer_size must be >= 1, got {self.buffer_size}")
-        if self.tolerate_steps < 0:
-            raise ValueError(f"replay.tolerate_steps must be >= 0, got {self.tolerate_steps}")
-        if self.baseline_history < 1:
-            raise ValueError(f"replay.baseline_history must be >= 1, got {self.baseline_history}")
-        if not 0.0 < self.decay_lambda <= 1.0:
-            raise ValueError(f"replay.decay_lambda must be in (0, 1], got {self.decay_lambda}")
-        if self.replay_batch < 0:
-            raise ValueError(f"replay.replay_batch must be >= 0, got {self.replay_batch}")
+    section = "replay"
+
+    enabled: bool = setting(True, "the self-imitation replay buffer and its loss term")
+    buffer_size: int = setting(
+        2048, "capacity B in samples; the oldest are dropped beyond it", ge=1
+    )
+    tolerate_steps: int = setting(5, "W: samples older than this many steps are evicted", ge=0)
+    admit_threshold: float = setting(0.0, "admit samples whose on-policy advantage is above this")
+    require_tool_call: bool = setting(False, "admit only trajectories that called a tool (math)")
+    baseline_history: int = setting(10240, "group mean/std entries kept for the P50 baseline", ge=1)
+    recalibration: str = setting(
+        "p50",
+        "p50: A' = R - P50(history means); decay: A' = decay_lambda * A",
+        choices=RECALIBRATIONS,
+    )
+    decay_lambda: float = setting(0.9, "lambda of recalibration=decay", gt=0, le=1)
+    sampling: str = setting(
+        "uniform", "uniform, or priority (probability proportional to A')", choices=SAMPLINGS
+    )
+    trigger: str = setting(
+        "continuous",
+        "continuous: draw every step; reference: replay once past 1.5 B qualifying, then clear",
+        choices=TRIGGERS,
+    )
+    replay_batch: int = setting(
+        0, "samples per optimiser step; 0 = replay_ratio x the on-policy mini-batch", ge=0
+    )
+    replay_ratio: float = setting(
+        1.0,
+        "replayed per on-policy sample of a mini-batch when replay_batch is 0 (spec: 1.0; 0.125 "
+        "costs about Dr.BoT's step, and SPEAR's lead then shrinks inside the noise)",
+        gt=0,
+    )
+    coef: float = setting(1.0, "kappa: the replay coefficient after warm-up", ge=0)
+    warmup_steps: int = setting(200, "T_rep of the replay coefficient's cosine rise", ge=0)
+    update: str = setting(
+        "joint",
+        "joint: L_on + c L_replay per step; separate: extra replay steps (the reference)",
+        choices=REPLAY_UPDATES,
+    )
+    clip_cov_ratio: float = setting(0.02, "clip_cov's share of replay tokens", ge=0, le=1)
+    clip_cov_lb: float = setting(2.0, "clip_cov's lower covariance bound on replay tokens")
+    clip_cov_ub: float = setting(60.0, "clip_cov's upper covariance bound on replay tokens")
+
+    def check(self) -> None:
+        if not self.clip_cov_lb < self.clip_cov_ub:
+            raise ConfigError(
+                f"clip_cov_lb ({self.clip_cov_lb}) must be below clip_cov_ub ({self.clip_cov_ub})"
+            )
 
 
 @dataclass
@@ -95,8 +119,10 @@ class ReplayItem:
 class ReplayBuffer:
     """Past wins, the baseline history, and the generator that draws from them."""
 
-    def __init__(self, cfg: ReplayConfig, seed: int = 0) -> None:
+    def __init__(self, cfg: ReplayConfig, seed: int = 0, *, use_std: bool = False) -> None:
         self.cfg = cfg
+        # divide by P50(history stds) + eps: runs whose advantages are std-normalised
+        self.use_std = use_std
         self._items: list[ReplayItem] = []  # oldest first
         self._history_means: deque[float] = deque(maxlen=cfg.baseline_history)
         self._history_stds: deque[float] = deque(maxlen=cfg.baseline_history)
@@ -186,7 +212,7 @@ class ReplayBuffer:
             scored = [(it, cfg.decay_lambda * it.advantage) for it in self._items]
         else:
             mean_p50, std_p50 = self.baseline()
-            scale = std_p50 + STD_EPS if cfg.use_std and self._history_stds else 1.0
+            scale = std_p50 + STD_EPS if self.use_std and self._history_stds else 1.0
             scored = [(it, (it.reward - mean_p50) / scale) for it in self._items]
         return [(it, adv) for it, adv in scored if adv > 0]
 
@@ -229,7 +255,9 @@ class ReplayBuffer:
     ) -> list[tuple[ReplayItem, float]]:
         if len(candidates) <= REFERENCE_FIRE_FACTOR * self.cfg.buffer_size:
             return []
-        size = 1 << (len(candidates).bit_length() - 1)  # largest power of two <= count
+        # the largest power of two <= min(count, capacity): the reference never replays more
+        # than the buffer's capacity at once
+        size = 1 << (min(len(candidates), self.cfg.buffer_size).bit_length() - 1)
         chosen = self._rng.choice(len(candidates), size=size, replace=False)
         self._items = []
         self._counters["reference_fires"] += 1

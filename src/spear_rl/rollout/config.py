@@ -1,39 +1,43 @@
-"""How episodes are rolled out: the `rollout` group of the run config."""
+"""How episodes are rolled out: the `rollout` section of the run config."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from spear_rl.fields import Settings, setting, validate_settings
+
 LAYOUTS = ("per_turn", "whole")
 
 
 @dataclass
-class RolloutConfig:
-    group_size: int = 8  # episodes per task seed (the GRPO group)
-    max_turns: int = 15
-    max_response_tokens: int = 64  # per turn
-    max_prompt_tokens: int = 1024  # per_turn: one prompt; whole: the whole conversation so far
-    history_turns: int = 2  # per_turn: (observation, action) pairs shown before the current one
-    temperature: float = 1.0  # 0 = greedy
-    top_p: float = 1.0
-    layout: str = "per_turn"  # or "whole"
-    show_admissible: bool = True  # list the env's admissible actions in the prompt
-    generation_batch_size: int = 64  # max sequences per forward during generation
-    env_timeout_s: float = 30.0  # per reset/step call; <= 0 calls the env directly (no thread)
+class RolloutConfig(Settings):
+    """Rollout settings: episodes per task, turn and token budgets, sampling, prompt layout."""
+
+    section = "rollout"
+
+    group_size: int = setting(8, "episodes per task seed (the GRPO group)", ge=1)
+    max_turns: int = setting(15, "turns per episode", ge=1)
+    max_response_tokens: int = setting(64, "tokens per turn", ge=1)
+    max_prompt_tokens: int = setting(
+        1024, "per_turn: one prompt; whole: the whole conversation so far", ge=16
+    )
+    history_turns: int = setting(
+        2, "per_turn: (observation, action) pairs shown before the current one", ge=0
+    )
+    temperature: float = setting(
+        1.0, "sampling temperature; 0 = greedy (evaluation only: training needs > 0)", ge=0
+    )
+    top_p: float = setting(1.0, "nucleus sampling mass", gt=0, le=1)
+    layout: str = setting(
+        "per_turn", "per_turn: a sample per turn; whole: a sample per conversation", choices=LAYOUTS
+    )
+    show_admissible: bool = setting(True, "list the env's admissible actions in the prompt")
+    generation_batch_size: int = setting(64, "max sequences per forward during generation", ge=1)
+    env_timeout_s: float = setting(
+        30.0, "per reset/step call; <= 0 calls the env directly (no thread)"
+    )
 
 
 def check_rollout_config(cfg: RolloutConfig) -> None:
-    """Raise ValueError naming the key for a value the rollout cannot run with."""
-    if cfg.layout not in LAYOUTS:
-        raise ValueError(f"unknown rollout.layout {cfg.layout!r}; known: {', '.join(LAYOUTS)}")
-    for name in ("group_size", "max_turns", "max_response_tokens", "generation_batch_size"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"rollout.{name} must be >= 1, got {getattr(cfg, name)}")
-    if cfg.history_turns < 0:
-        raise ValueError(f"rollout.history_turns must be >= 0, got {cfg.history_turns}")
-    if cfg.max_prompt_tokens < 16:
-        raise ValueError(f"rollout.max_prompt_tokens must be >= 16, got {cfg.max_prompt_tokens}")
-    if not 0.0 < cfg.top_p <= 1.0:
-        raise ValueError(f"rollout.top_p must be in (0, 1], got {cfg.top_p}")
-    if cfg.temperature < 0:
-        raise ValueError(f"rollout.temperature must be >= 0, got {cfg.temperature}")
+    """Raise ConfigError (a ValueError) naming the key for a value the rollout cannot run with."""
+    validate_settings(cfg)

@@ -2,13 +2,23 @@
 
 Layout: RUN_DIR/checkpoints/step_000010/{model/ (HF save_pretrained + tokenizer; a LoRA policy
 merged), adapter/ (LoRA runs only: the adapters, for resuming), state.pt}
-and RUN_DIR/checkpoints/latest (the name of the newest complete checkpoint).
+and RUN_DIR/checkpoints/latest (the name of the newest complete checkpoint, for people and tools).
+
+The write sequence: a temporary folder `.tmp_step_N` gets the model, then state.pt (flushed to
+disk); it is renamed to `step_N` (the moment the checkpoint exists), then `latest` is replaced,
+then old checkpoints beyond `keep` are removed. A crash at any point leaves either the previous
+checkpoints or the new one complete; resume finds the newest complete one by scanning the
+folders, never by trusting `latest` (which a crash can leave one step behind, or missing).
 """
 
 from __future__ import annotations
 
+import os
+import pickle
 import random
+import re
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +27,18 @@ import torch
 from transformers.utils import logging as hf_logging
 
 from spear_rl.models.loading import save_policy
+
+STATE_FILE = "state.pt"
+_STEP_DIR = re.compile(r"step_(\d+)")
+_STATE_KEYS = ("optimizer", "scheduler", "replay", "rng", "step", "success_before")
+
+
+class RunFolderError(RuntimeError):
+    """A run folder or checkpoint that cannot be used as asked; the message names the path."""
+
+
+class CheckpointWriteError(RunFolderError):
+    """A checkpoint could not be written (e.g. the disk is full); the previous ones are intact."""
 
 
 def rng_states() -> dict[str, Any]:
@@ -39,33 +61,128 @@ def restore_rng_states(states: dict[str, Any]) -> None:
 def save_checkpoint(
     run_dir: Path, step: int, model, tokenizer, state: dict[str, Any], keep: int = 2
 ) -> Path:
-    """Write step `step`; a crash mid-write leaves the previous checkpoint as `latest`."""
+    """Write step `step`; a crash mid-write leaves the previous checkpoints complete. `state` may
+    carry its own "rng" (the states at the end of the step, for a save made later, on Ctrl-C).
+    Raises CheckpointWriteError, with nothing of the new checkpoint left behind, when the write
+    fails (disk full, permissions)."""
     root = run_dir / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:06d}"
     tmp = root / f".tmp_step_{step:06d}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    hf_logging.disable_progress_bar()  # no shard-writing bar in the middle of the run's own
-    save_policy(model, tokenizer, tmp)
-    torch.save({**state, "rng": rng_states(), "step": step}, tmp / "state.pt")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for stale in root.glob(".tmp_step_*"):  # left by a crash: never complete
+            shutil.rmtree(stale, ignore_errors=True)
+        hf_logging.disable_progress_bar()  # no shard-writing bar in the middle of the run's own
+        save_policy(model, tokenizer, tmp)
+        write_state(tmp / STATE_FILE, {"rng": rng_states(), **state, "step": step})
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointWriteError(
+            f"could not write the checkpoint of step {step} to {tmp} "
+            f"({type(err).__name__}: {err.strerror or err})"
+        ) from err
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
-    (root / "latest.tmp").write_text(final.name)
-    (root / "latest.tmp").replace(root / "latest")
-    if keep > 0:
-        for old in sorted(root.glob("step_*"))[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+    write_pointer(root, final.name)
+    prune(root, keep)
     return final
 
 
+def write_state(path: Path, state: dict[str, Any]) -> None:
+    with path.open("wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())  # on disk before the rename makes the checkpoint count
+
+
+def write_pointer(root: Path, name: str) -> None:
+    (root / "latest.tmp").write_text(name)
+    (root / "latest.tmp").replace(root / "latest")
+
+
+def prune(root: Path, keep: int) -> None:
+    if keep > 0:
+        for old in complete_checkpoints(root.parent)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def checkpoint_step(path: Path) -> int:
+    match = _STEP_DIR.fullmatch(path.name)
+    if match is None:
+        raise RunFolderError(f"{path} is not a checkpoint folder (step_NNNNNN)")
+    return int(match.group(1))
+
+
+def complete_checkpoints(run_dir: Path) -> list[Path]:
+    """The run's complete checkpoints, oldest first: `step_N` folders with a model and a state
+    file (a folder only gets its name once both are written)."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [
+        p
+        for p in root.iterdir()
+        if _STEP_DIR.fullmatch(p.name) and (p / STATE_FILE).is_file() and (p / "model").is_dir()
+    ]
+    return sorted(found, key=checkpoint_step)
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    pointer = run_dir / "checkpoints" / "latest"
-    if not pointer.is_file():
-        return None
-    path = run_dir / "checkpoints" / pointer.read_text().strip()
-    return path if (path / "state.pt").is_file() else None
+    """The newest complete checkpoint, found by scanning (see the module docstring)."""
+    found = complete_checkpoints(run_dir)
+    return found[-1] if found else None
 
 
 def load_state(checkpoint: Path) -> dict[str, Any]:
-    # our own file: it holds python objects (replay samples, RNG tuples), not only tensors
-    return torch.load(checkpoint / "state.pt", map_location="cpu", weights_only=False)
+    """The checkpoint's state; a damaged file is a RunFolderError naming it and what to do."""
+    path = checkpoint / STATE_FILE
+    try:
+        # our own file: it holds python objects (replay samples, RNG tuples), not only tensors
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except (
+        EOFError,
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+        RuntimeError,
+        ValueError,
+        AttributeError,
+        ImportError,
+        IndexError,
+        KeyError,
+        TypeError,
+        OSError,
+    ) as err:
+        raise RunFolderError(
+            f"{path} is damaged ({type(err).__name__}: {str(err)[:200]}); move {checkpoint.name} "
+            "out of the checkpoints folder to resume from the one before it"
+        ) from None
+    missing = [k for k in _STATE_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise RunFolderError(
+            f"{path} is not a spear-rl checkpoint state (missing {', '.join(missing)}); move "
+            f"{checkpoint.name} out of the checkpoints folder to resume from the one before it"
+        )
+    if state["step"] != checkpoint_step(checkpoint):
+        raise RunFolderError(
+            f"{path} holds step {state['step']} but its folder says {checkpoint.name}"
+        )
+    return state
+
+
+def checkpoint_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> int:
+    """About how many bytes one checkpoint takes: the weights as saved, plus the optimiser state
+    (AdamW keeps two moments per trainable parameter, in the parameter's dtype)."""
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    return weights + (2 * trainable if optimizer is not None else 0)
+
+
+def check_free_space(run_dir: Path, needed: int) -> None:
+    """Refuse to start a run that could not write even one checkpoint (found at once, not at the
+    first checkpoint an hour in)."""
+    free = shutil.disk_usage(run_dir).free
+    if free < needed:
+        raise RunFolderError(
+            f"{run_dir} has {free / 2**20:.0f} MiB free but one checkpoint needs about "
+            f"{needed / 2**20:.0f} MiB: free space or set train.output_dir elsewhere"
+        )

@@ -58,35 +58,37 @@ def compare(
     overrides: dict[str, Any] | None = None,
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    out_dir.mkdir(parents=True, exist_ok=True)
     # presets on one seed usually share the SFT warm start: do it once per seed
     if "cache_dir" not in (overrides or {}).get("sft", {}):
         overrides = deep_merge(overrides or {}, {"sft": {"cache_dir": str(out_dir / "sft_cache")}})
-    runs: dict[str, list[dict[str, Any]]] = {}
     trained = [p for p in presets if p != FROZEN] or ["_base"]
+    # every config is built (so checked) before the first run starts: a bad override or preset
+    # fails in a second, not after hours of the runs before it
+    plan = []
     for preset in presets:
         for seed in seeds:
             run_dir = out_dir / f"{preset}-seed{seed}"
-            if not (run_dir / "result.json").exists():
-                over = deep_merge(
-                    overrides or {},
-                    {
-                        "train": {
-                            "seed": seed,
-                            "run_name": run_dir.name,
-                            "output_dir": str(out_dir),
-                        },
-                        "log": {"preset": preset},
-                    },
-                )
-                echo(f"=== {preset} seed {seed} ===")
-                if preset == FROZEN:  # a trained preset's recipe, so the same warm start
-                    run_frozen(load_config(f"{env_recipes}/{trained[0]}", over), echo=echo)
-                else:
-                    train(load_config(f"{env_recipes}/{preset}", over), echo=echo)
-            runs.setdefault(preset, []).append(
-                {"seed": seed, "run_dir": str(run_dir), **summarise_run(run_dir)}
+            over = deep_merge(
+                overrides or {},
+                {
+                    "train": {"seed": seed, "run_name": run_dir.name, "output_dir": str(out_dir)},
+                    "log": {"preset": preset},
+                },
             )
+            recipe = f"{env_recipes}/{trained[0] if preset == FROZEN else preset}"
+            plan.append((preset, seed, run_dir, load_config(recipe, over)))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for preset, seed, run_dir, cfg in plan:
+        if not (run_dir / "result.json").exists():
+            echo(f"=== {preset} seed {seed} ===")
+            if preset == FROZEN:  # a trained preset's recipe, so the same warm start
+                run_frozen(cfg, echo=echo)
+            else:
+                train(cfg, echo=echo)
+        runs.setdefault(preset, []).append(
+            {"seed": seed, "run_dir": str(run_dir), **summarise_run(run_dir)}
+        )
     table = {}
     for preset, items in runs.items():
         row = {}

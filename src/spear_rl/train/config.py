@@ -1,5 +1,12 @@
 """The one typed config of a run: recipe YAML -> dataclasses, CLI overrides, validation.
 
+Each section is a dataclass owned by the module that uses it (`algo` embeds the algos modules'
+AdvantageConfig, PolicyLossConfig, FilterConfig and RewardConfig; `replay` is algos.replay's
+ReplayConfig; `rollout`, `model`, `sft`, `env` live beside their code); each field is declared once
+with `fields.setting(default, doc, choices=..., ge=...)`, and is checked when the config is built,
+so every entry point (`--print-config` included) rejects a bad value. `docs/config.md` is generated
+from these declarations by `tools/gen_config_doc.py`.
+
 A recipe is a YAML file of sections (model, env, rollout, algo, replay, sft, train, log). It may
 name other recipes under `inherit:` (a path, or a list of paths merged in order, relative to
 itself); the recipe's own sections are deep-merged over them.
@@ -19,124 +26,77 @@ from typing import Any
 
 import yaml
 
+from spear_rl.algos.advantages import AdvantageConfig
+from spear_rl.algos.filters import FilterConfig
+from spear_rl.algos.losses import PolicyLossConfig
+from spear_rl.algos.replay import ReplayConfig
+from spear_rl.algos.rewards import RewardConfig
+from spear_rl.envs.config import EnvConfig
+from spear_rl.fields import ConfigError, Settings, setting, validate_settings
 from spear_rl.models.config import ModelConfig
 from spear_rl.rollout.config import RolloutConfig
 from spear_rl.train.sft import SFTConfig
+
+__all__ = ["Config", "ConfigError", "config_from_dict", "load_config", "validate_config"]
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 DEFAULT_RECIPE = "sokoban/spear"
 
 
-class ConfigError(ValueError):
-    """A bad recipe or override; the message says which key and what to do."""
+@dataclass
+class AlgoConfig(RewardConfig, FilterConfig, PolicyLossConfig, AdvantageConfig):
+    """The `algo` section: the algos modules' own settings, embedded as they are (advantages, loss
+    and aggregation, Dr.BoT filters, rewards); each key's default and check live in its module."""
 
 
 @dataclass
-class EnvConfig:
-    name: str = "sokoban"  # sokoban | alfworld | webshop | webshop_http | math_tool
-    kwargs: dict[str, Any] = field(
-        default_factory=dict
-    )  # passed to the env class; --env.kwargs.K=V sets one (a new env.name starts them afresh)
+class TrainConfig(Settings):
+    """The optimisation loop: steps, batch sizes, optimiser, evaluation, checkpoints, device."""
+
+    section = "train"
+
+    steps: int = setting(20, "training steps (one rollout batch each)", ge=1)
+    batch_tasks: int = setting(
+        8, "task instances per step; each gets rollout.group_size episodes", ge=1
+    )
+    lr: float = setting(1e-4, "AdamW learning rate (0 = a frozen control)", ge=0)
+    weight_decay: float = setting(0.0, "AdamW weight decay", ge=0)
+    warmup_steps: int = setting(0, "linear LR warm-up, in optimiser steps", ge=0)
+    grad_clip: float = setting(1.0, "max gradient norm; 0 = no clipping", ge=0)
+    ppo_epochs: int = setting(1, "passes over each rollout batch", ge=1)
+    mini_batch_size: int = setting(
+        0,
+        "at most this many samples per optimiser step; the batch splits into the fewest near-equal "
+        "mini-batches (456 at 64: 8 of 57); 0 = the whole batch (one step)",
+        ge=0,
+    )
+    micro_batch_size: int = setting(
+        64, "samples per forward/backward (memory only; exact gradients)", ge=1
+    )
+    seed: int = setting(0, "everything random derives from (seed, step)")
+    eval_every: int = setting(10, "evaluate every this many steps; 0 = only before and after", ge=0)
+    eval_episodes: int = setting(64, "held-out episodes per evaluation", ge=1)
+    checkpoint_every: int = setting(
+        10, "checkpoint every this many steps; 0 = only at the end", ge=0
+    )
+    output_dir: str = setting("runs", "run folders go here")
+    run_name: str = setting("", "run folder name; empty = <env>-<preset>-seed<seed>-<time>")
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N")
+    threads: int = setting(0, "torch CPU threads; 0 = all cores", ge=0)
 
 
 @dataclass
-class AlgoConfig:
-    # advantages (spec §2)
-    adv_estimator: str = "dr_grpo"  # grpo | dr_grpo | rloo | gigpo
-    group_stats: str = "per_trajectory"  # per_trajectory | per_sample (reference)
-    gigpo_gamma: float = 0.95  # discount of the step-level returns
-    gigpo_step_weight: float = 1.0  # w_step in A = A_episode + w_step * A_step
-    gigpo_episode_norm: str = "mean"  # std (grpo-style) | mean (dr_grpo-style)
-    gigpo_step_norm: str = "mean"  # mean: G - mean; std: (G - mean) / (std + eps)
-    # policy loss (spec §4) and aggregation (spec §5)
-    loss: str = "clip_cov"  # vanilla | clip_cov | kl_cov | gpg
-    clip_low: float = 0.2  # ratio clip below 1 - clip_low
-    clip_high: float = 0.28  # clip-higher: ratio clip above 1 + clip_high
-    dual_clip_c: float = 3.0  # dual clip for negative advantages: loss <= -c * A
-    clip_cov_ratio: float = 2e-4  # share of tokens clip_cov detaches
-    clip_cov_lb: float = 1.0  # clip_cov picks tokens with lb < cov < ub
-    clip_cov_ub: float = 5.0
-    kl_cov_ratio: float = 2e-4  # share of top-cov tokens kl_cov penalises
-    kl_cov_coef: float = 0.1  # beta of the kl_cov penalty
-    # token-mean | seq-mean-token-sum | seq-mean-token-mean | seq-mean-token-sum-norm
-    loss_agg: str = "seq-mean-token-sum-norm"
-    loss_agg_t_norm: int = 0  # 0 = the max response length of the layout
-    entropy_coef: float = 0.0  # entropy bonus c_H
-    kl_coef: float = 0.0  # > 0 keeps a frozen reference model (low_var_kl)
-    # Dr.BoT response filters and the group-std filter (spec §3)
-    filter_overlong: bool = True  # drop responses that hit the token limit
-    filter_incomplete: bool = True  # drop void turns (no parseable action / answer)
-    filter_repetitive: bool = True  # drop responses with a 20-gram repeated >= 10 times
-    filter_unreadable: bool = True  # drop responses with U+FFFD or mojibake
-    # True: a filtered sample with a negative advantage still trains (filters withhold credit, not
-    # blame), so the invalid-format penalty reaches void replies. Off in the spec.
-    filter_keep_negative: bool = False
-    group_filter_ratio: float = 0.75  # 1.0 keeps every group
-    group_filter_mode: str = "std"  # std | std_rev
-    # rewards (spec §1)
-    invalid_penalty: float = 0.1  # subtracted per invalid turn
-    toolcall_schedule: str = "cosine"  # none | constant | cosine
-    toolcall_steps: int = 200  # T_tc: the cosine w(t) reaches 0 here
-    toolcall_count_invalid: bool = False  # the reference counts every turn
-    toolcall_bonus_mode: str = "linear"  # linear | flat_if_correct
+class LogConfig(Settings):
+    """What a run writes besides metrics.jsonl."""
 
+    section = "log"
 
-@dataclass
-class ReplaySection:
-    enabled: bool = True  # the self-imitation replay buffer
-    buffer_size: int = 2048  # capacity B (samples); oldest dropped beyond it
-    tolerate_steps: int = 5  # W: samples older than this many steps are evicted
-    admit_threshold: float = 0.0  # admit samples with on-policy advantage above this
-    require_tool_call: bool = False  # math: admit only trajectories that called the tool
-    baseline_history: int = 10240  # group mean/std entries kept for the P50 baseline
-    recalibration: str = "p50"  # p50 | decay
-    decay_lambda: float = 0.9  # A' = lambda * A_stored with recalibration=decay
-    sampling: str = "uniform"  # uniform | priority
-    trigger: str = "continuous"  # continuous | reference
-    replay_batch: int = 0  # samples per optimiser step; 0 = replay_ratio x the on-policy mini-batch
-    # replayed samples per on-policy sample of a mini-batch, when replay_batch is 0 (the spec: 1.0).
-    # 0.125 costs about Dr.BoT's step; SPEAR's lead then shrinks, inside the noise (docs/benchmarks.md)
-    replay_ratio: float = 1.0
-    coef: float = 1.0  # kappa
-    warmup_steps: int = 200  # T_rep of the cosine rise
-    update: str = "joint"  # joint | separate (reference)
-    # replay-specific clip-cov parameters (spec §4, the ALFWorld/WebShop recipe)
-    clip_cov_ratio: float = 0.02
-    clip_cov_lb: float = 2.0
-    clip_cov_ub: float = 60.0
-
-
-@dataclass
-class TrainConfig:
-    steps: int = 20  # training steps (one rollout batch each)
-    batch_tasks: int = 8  # task instances per step; each gets rollout.group_size episodes
-    lr: float = 1e-4  # AdamW learning rate
-    weight_decay: float = 0.0
-    warmup_steps: int = 0  # linear LR warm-up, in optimiser steps
-    grad_clip: float = 1.0  # max gradient norm; 0 = no clipping
-    ppo_epochs: int = 1  # passes over each rollout batch
-    # at most this many samples per optimiser step; the batch splits into the fewest near-equal
-    # mini-batches (456 at 64: 8 of 57, no small remainder); 0 = the whole batch (one step)
-    mini_batch_size: int = 0
-    micro_batch_size: int = 64  # samples per forward/backward (memory only; exact gradients)
-    seed: int = 0  # everything random derives from (seed, step)
-    eval_every: int = 10  # 0 = only before and after training
-    eval_episodes: int = 64
-    checkpoint_every: int = 10  # 0 = only at the end
-    output_dir: str = "runs"  # run folders go here
-    run_name: str = ""  # empty = <env>-<preset>-seed<seed>-<time>
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: int = 0  # torch CPU threads; 0 = all cores
-
-
-@dataclass
-class LogConfig:
-    preset: str = ""  # a label for plots and tables (grpo, drbot, spear, ...)
-    tensorboard: bool = False  # also log to RUN_DIR/tensorboard (needs the tensorboard extra)
-    wandb: bool = False  # also log to wandb (WANDB_MODE=offline works)
-    wandb_project: str = "spear-rl"
-    progress: bool = True  # progress bar (a line per step when not a terminal)
-    sample_trajectories: int = 4  # rendered trajectories written at each evaluation
+    preset: str = setting("", "a label for plots and tables (grpo, drbot, spear, ...)")
+    tensorboard: bool = setting(False, "also log to RUN_DIR/tensorboard (spear-rl[tensorboard])")
+    wandb: bool = setting(False, "also log to wandb (WANDB_MODE=offline works)")
+    wandb_project: str = setting("spear-rl", "the wandb project")
+    progress: bool = setting(True, "progress bar (a line per step when not a terminal)")
+    sample_trajectories: int = setting(4, "rendered trajectories written at each evaluation", ge=0)
 
 
 @dataclass
@@ -145,10 +105,30 @@ class Config:
     env: EnvConfig = field(default_factory=EnvConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
-    replay: ReplaySection = field(default_factory=ReplaySection)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     log: LogConfig = field(default_factory=LogConfig)
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Checks that span sections (each section checks its own keys when built)."""
+        if self.rollout.temperature <= 0:
+            raise ConfigError(
+                "rollout.temperature must be > 0 for training (it needs sampling log-probs); "
+                "greedy decoding (0) is for evaluation"
+            )
+        if self.algo.adv_estimator == "gigpo" and self.rollout.layout != "per_turn":
+            raise ConfigError(
+                "algo.adv_estimator=gigpo needs rollout.layout=per_turn (step groups are turns)"
+            )
+
+    @property
+    def replay_enabled(self) -> bool:
+        """Whether the run replays past wins: the one place that decides it."""
+        return self.replay.enabled
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -259,6 +239,14 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     return build_dataclass(Config, data, "")
 
 
+def validate_config(cfg: Config) -> None:
+    """Check a config again (code may have changed fields since it was built); ConfigError names
+    the key."""
+    for section in dataclasses.fields(cfg):
+        validate_settings(getattr(cfg, section.name))
+    cfg.check()
+
+
 def build_dataclass(cls: type, data: Any, prefix: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix or 'config'} must be a mapping, got {data!r}")
@@ -275,7 +263,7 @@ def build_dataclass(cls: type, data: Any, prefix: str) -> Any:
                 f"unknown config key {where!r}{hint} (valid in this section: {valid})"
             )
         kwargs[key] = coerce(value, hints[key], where)
-    return cls(**kwargs)
+    return cls(**kwargs)  # a section checks its own values (fields.Settings), naming the key
 
 
 def coerce(value: Any, hint: Any, where: str) -> Any:

@@ -24,7 +24,7 @@ from spear_rl.train.trainer import (
     set_threads,
     write_result,
 )
-from spear_rl.train.validate import validate_config
+from spear_rl.train.config import validate_config
 from spear_rl.train.warm_start import initial_policy
 
 FROZEN = "frozen"  # the preset name `spear compare` and benchmarks/learning.py answer with this

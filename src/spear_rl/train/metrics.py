@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -74,18 +76,64 @@ def _json_number(value: float) -> float | str:
     return value if math.isfinite(value) else str(value)
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """The records of a run's metrics.jsonl (a torn last line from a crash is skipped)."""
-    records = []
+def read_metrics(run_dir: Path, warn: bool = True) -> list[dict[str, Any]]:
+    """The records of a run's metrics.jsonl. A torn last line from a crash is skipped. A log that
+    goes back in steps (a run resumed by an older version, which did not cut the lines after its
+    checkpoint) keeps only the copy the run continued from, and says so with a warning."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: is {run_dir} a spear-rl run folder?")
-    for line in path.read_text(encoding="utf-8").splitlines():
+    records: list[dict[str, Any]] = []
+    dropped = 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+            continue
+        if records and record["step"] < records[-1]["step"]:
+            kept = [r for r in records if r["step"] < record["step"]]
+            dropped += len(records) - len(kept)
+            records = kept
+        records.append(record)
+    if dropped and warn:
+        warnings.warn(
+            f"{path}: {dropped} line(s) of steps that were recomputed after a resume were "
+            "ignored (the copy the run continued from is used)",
+            stacklevel=2,
+        )
     return records
+
+
+def truncate_metrics(path: Path, last_step: int) -> int:
+    """Cut a metrics log to the steps <= `last_step` (atomically); returns how many lines went.
+    Resume calls it with the checkpoint's step: the steps logged after it before a crash are
+    recomputed, so they must not stay as a second copy."""
+    if not path.is_file():
+        return 0
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
+    keep = []
+    for line in lines:
+        try:
+            step = json.loads(line).get("step")
+        except (json.JSONDecodeError, AttributeError):
+            continue  # a torn line from the crash
+        if isinstance(step, int) and step <= last_step:
+            keep.append(line if line.endswith("\n") else line + "\n")
+    if len(keep) != len(lines):
+        write_text_atomic(path, "".join(keep))
+    return len(lines) - len(keep)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a file so that a crash leaves either the old or the new content, never a torn one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
 
 
 class Progress:
@@ -121,7 +169,7 @@ class Progress:
         info = (
             f"success {metrics.get('rollout/success_rate', float('nan')):.2f}  "
             f"reward {metrics.get('reward/mean', float('nan')):+.2f}  "
-            f"entropy {metrics.get('actor/entropy', float('nan')):.2f}  "
+            f"{update_summary(metrics)}  "
             f"buffer {int(metrics.get('replay/size', 0))}  "
             f"{metrics.get('time/step', 0.0):.1f}s/step"
         )
@@ -135,3 +183,13 @@ class Progress:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.stop()
+
+
+def update_summary(metrics: dict[str, float]) -> str:
+    """The progress line's word on the update: its entropy, or that there was none (the filters
+    can leave no sample to train on; an entropy of `nan` would read like a broken update)."""
+    if "actor/entropy" in metrics:
+        return f"entropy {metrics['actor/entropy']:.2f}"
+    if metrics.get("actor/optimizer_steps", 0.0) > 0:
+        return "replay-only update"
+    return "no update (filters left nothing to train)"

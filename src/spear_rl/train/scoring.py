@@ -6,18 +6,14 @@ the tensors those pure functions take, in the order of spec §7 step 2.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 
 import torch
 
-from spear_rl.algos.advantages import (
-    AdvantageConfig,
-    AdvantageInput,
-    compute_advantages,
-    group_reward_stats,
-)
-from spear_rl.algos.filters import FilterConfig, apply_response_filters, select_groups
+from spear_rl.algos.advantages import AdvantageInput, compute_advantages, group_reward_stats
+from spear_rl.algos.filters import apply_response_filters, select_groups
 from spear_rl.algos.rewards import invalid_penalty, toolcall_bonus
 from spear_rl.rollout.sample import Sample, Trajectory
 from spear_rl.train.config import AlgoConfig
@@ -67,23 +63,9 @@ def anchor_id(text: str) -> int:
     )
 
 
-def advantage_config(cfg: AlgoConfig) -> AdvantageConfig:
-    return AdvantageConfig(
-        group_stats=cfg.group_stats,
-        gigpo_gamma=cfg.gigpo_gamma,
-        gigpo_step_weight=cfg.gigpo_step_weight,
-        gigpo_episode_norm=cfg.gigpo_episode_norm,
-        gigpo_step_norm=cfg.gigpo_step_norm,
-    )
-
-
-def filter_config(cfg: AlgoConfig) -> FilterConfig:
-    return FilterConfig(
-        overlong=cfg.filter_overlong,
-        incomplete=cfg.filter_incomplete,
-        repetitive=cfg.filter_repetitive,
-        unreadable=cfg.filter_unreadable,
-    )
+def masked_out(sample: Sample) -> Sample:
+    """A copy of `sample` with its whole loss mask zeroed (a filtered sample)."""
+    return dataclasses.replace(sample, loss_mask=[0] * len(sample.loss_mask))
 
 
 def score_batch(
@@ -95,7 +77,7 @@ def score_batch(
     # Response filters zero a sample's loss; its reward still counts in the group statistics.
     keep, filter_counts = apply_response_filters(
         [(s.truncated, s.parsed, s.response_ids, s.response_text) for s in samples],
-        filter_config(cfg),
+        cfg,
     )
 
     inp = AdvantageInput(
@@ -106,7 +88,7 @@ def score_batch(
         step_rewards=torch.tensor([s.step_reward for s in samples], dtype=torch.float64),
         anchor_ids=torch.tensor([anchor_id(s.anchor) for s in samples], dtype=torch.long),
     )
-    advantages = compute_advantages(cfg.adv_estimator, inp, advantage_config(cfg))
+    advantages = compute_advantages(cfg.adv_estimator, inp, cfg)
     for sample, adv in zip(samples, advantages.tolist(), strict=True):
         sample.advantage = float(adv)
 
@@ -125,7 +107,13 @@ def score_batch(
         for s, k in zip(samples, keep, strict=True)
     ]
     keep = [k or r for k, r in zip(keep, rescued, strict=True)]
-    train = [s for s, k in zip(samples, keep, strict=True) if k and s.group_id in kept_groups]
+    # A filtered sample stays in the batch with its loss mask zeroed (spec §3.5): it adds no loss
+    # but still counts in B, the sequence count the seq-mean-* aggregations divide by.
+    train = [
+        s if k else masked_out(s)
+        for s, k in zip(samples, keep, strict=True)
+        if s.group_id in kept_groups
+    ]
 
     adv = advantages.float()
     metrics = {
@@ -142,6 +130,7 @@ def score_batch(
         "group_filter/kept_frac": len(kept_groups) / max(1, len(group_ids)),
         "batch/samples": float(len(samples)),
         "batch/train_samples": float(len(train)),
+        "batch/masked_samples": float(sum(not any(s.loss_mask) for s in train)),
     }
     for name in ("overlong", "incomplete", "repetitive", "unreadable"):
         metrics[f"filter/{name}"] = float(filter_counts.get(name, 0))

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from spear_rl.envs.base import Env
+from spear_rl.fields import Settings, setting
 from spear_rl.models.forward import token_logprobs
 from spear_rl.models.tokenizer import end_of_turn_id, pad_token_id
 from spear_rl.rollout.batch import collate_samples
@@ -32,29 +33,39 @@ _CORPUS_JUNK_RESPONSES = ["", "I am not sure.", "<action></action>", "<think>hmm
 
 
 @dataclass
-class SFTConfig:
-    # Defaults tuned for the tiny model on Sokoban (~4 min on a busy 2-core CPU): 14-40% held-out
-    # success after SFT over 3 seeds, vs 5-7% for a random policy.
-    episodes: int = 1024  # expert episodes (task seeds 0..episodes-1); 0 skips SFT
-    epochs: int = 3
-    lr: float = 2e-3
-    batch_size: int = 16  # (prompt, response) pairs per optimiser step
-    max_seconds: float = 0  # 0 = no cap; otherwise stop after this much training time
-    thought: str = ""  # text inside <think> for expert responses
-    grad_clip: float = 1.0  # max gradient norm; 0 = off
-    lr_decay: bool = True  # cosine decay of lr to 0 over the planned steps
-    # Weight of an auxiliary next-token loss on the prompt tokens (system prompt, task, history,
-    # observations). 0 = response tokens only (usual for pretrained models). A tiny model trained
-    # from scratch needs it: with response-only loss it stayed at the uniform-action plateau on
-    # Sokoban for 1000+ steps, while predicting the observations teaches it to read them.
-    prompt_loss_weight: float = 1.0
-    # Folder to cache the warmed-up policy in, keyed by every setting SFT depends on; runs that share
-    # the key (e.g. presets of an ablation on one seed) load it instead of repeating SFT. "" = off.
-    cache_dir: str = ""
-    # Share of expert turns replaced by a random admissible action (kept in the history, not trained
-    # on), so the data also shows the expert recovering from off-plan states, as DART does (Laskey
-    # et al. 2017). A policy that never saw its own slips drifts off the data after the first one.
-    detour_rate: float = 0.0
+class SFTConfig(Settings):
+    """The SFT warm start on the env's expert. Defaults tuned for the tiny model on Sokoban (~4 min
+    on a busy 2-core CPU): 14-40% held-out success after SFT over 3 seeds, vs 5-7% at random."""
+
+    section = "sft"
+
+    episodes: int = setting(1024, "expert episodes (task seeds 0..episodes-1); 0 skips SFT", ge=0)
+    epochs: int = setting(3, "passes over the expert data", ge=1)
+    lr: float = setting(2e-3, "AdamW learning rate", ge=0)
+    batch_size: int = setting(16, "(prompt, response) pairs per optimiser step", ge=1)
+    max_seconds: float = setting(0, "stop after this much training time; 0 = no cap", ge=0)
+    thought: str = setting("", "text inside <think> for expert responses")
+    grad_clip: float = setting(1.0, "max gradient norm; 0 = off", ge=0)
+    lr_decay: bool = setting(True, "cosine decay of lr to 0 over the planned steps")
+    # A tiny model trained from scratch needs it: with response-only loss it stayed at the
+    # uniform-action plateau on Sokoban for 1000+ steps; predicting observations teaches it to read.
+    prompt_loss_weight: float = setting(
+        1.0,
+        "weight of a next-token loss on prompt tokens; 0 = response tokens only (pretrained models)",
+        ge=0,
+    )
+    cache_dir: str = setting(
+        "",
+        'folder that caches the warmed-up policy, keyed by every setting SFT depends on; "" = off',
+    )
+    # DART (Laskey et al. 2017): a policy that never saw its own slips drifts off after the first.
+    detour_rate: float = setting(
+        0.0,
+        "share of expert turns replaced by a random admissible action (kept in the history, not "
+        "trained on), so the data shows recoveries",
+        ge=0,
+        lt=1,
+    )
 
 
 def expert_trajectories(

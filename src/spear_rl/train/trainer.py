@@ -20,8 +20,7 @@ import numpy as np
 import torch
 import yaml
 
-from spear_rl.algos.losses import PolicyLossConfig
-from spear_rl.algos.replay import ReplayBuffer, ReplayConfig, ReplayItem
+from spear_rl.algos.replay import ReplayBuffer, ReplayItem
 from spear_rl.algos.schedules import replay_coefficient, toolcall_weight
 from spear_rl.envs.base import EVAL_SEED_OFFSET, make_env
 from spear_rl.rollout.runner import run_rollout
@@ -36,7 +35,7 @@ from spear_rl.train.evaluate import evaluate_policy, write_trajectories
 from spear_rl.train.metrics import MetricsLogger, Progress
 from spear_rl.train.scoring import ScoredBatch, score_batch
 from spear_rl.train.update import LossSpec, UpdateSettings, policy_update
-from spear_rl.train.validate import validate_config
+from spear_rl.train.config import validate_config
 from spear_rl.train.warm_start import build_policy, initial_policy
 
 
@@ -89,7 +88,7 @@ def train(
         weight_decay=cfg.train.weight_decay,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_lambda(cfg.train.warmup_steps))
-    replay = ReplayBuffer(replay_config(cfg), seed=cfg.train.seed)
+    replay = ReplayBuffer(cfg.replay, seed=cfg.train.seed, use_std=replay_uses_std(cfg))
     ref_model = frozen_copy(model) if cfg.algo.kl_coef > 0 else None
     settings = update_settings(cfg, tokenizer)
     start_step, success_before = 0, float("nan")
@@ -230,6 +229,7 @@ def maintain_buffer(
                 tool_calls=sample.tool_calls,
             )
             for sample in scored.train
+            if any(sample.loss_mask)  # a filtered sample has no loss to imitate
         ]
     )
     stats = {f"replay/{k}": float(v) for k, v in replay.stats(step).items()}
@@ -285,16 +285,7 @@ def update_settings(cfg: Config, tokenizer) -> UpdateSettings:
         if cfg.rollout.layout == "per_turn"
         else cfg.rollout.max_response_tokens * cfg.rollout.max_turns
     )
-    params = PolicyLossConfig(
-        clip_low=a.clip_low,
-        clip_high=a.clip_high,
-        dual_clip_c=a.dual_clip_c,
-        clip_cov_ratio=a.clip_cov_ratio,
-        clip_cov_lb=a.clip_cov_lb,
-        clip_cov_ub=a.clip_cov_ub,
-        kl_cov_ratio=a.kl_cov_ratio,
-        kl_cov_coef=a.kl_cov_coef,
-    )
+    params = cfg.algo  # the algo section embeds the loss module's PolicyLossConfig
     replay_params = dataclasses.replace(
         params,
         clip_cov_ratio=r.clip_cov_ratio,
@@ -316,23 +307,10 @@ def update_settings(cfg: Config, tokenizer) -> UpdateSettings:
     )
 
 
-def replay_config(cfg: Config) -> ReplayConfig:
-    r = cfg.replay
-    std_normalised = cfg.algo.adv_estimator == "grpo" or (
+def replay_uses_std(cfg: Config) -> bool:
+    """Recalibrated advantages divide by the history's P50 std when on-policy ones are std-normalised."""
+    return cfg.algo.adv_estimator == "grpo" or (
         cfg.algo.adv_estimator == "gigpo" and cfg.algo.gigpo_episode_norm == "std"
-    )
-    return ReplayConfig(
-        buffer_size=r.buffer_size,
-        tolerate_steps=r.tolerate_steps,
-        admit_threshold=r.admit_threshold,
-        require_tool_call=r.require_tool_call,
-        baseline_history=r.baseline_history,
-        recalibration=r.recalibration,
-        decay_lambda=r.decay_lambda,
-        use_std=std_normalised,
-        sampling=r.sampling,
-        trigger=r.trigger,
-        replay_batch=r.replay_batch,
     )
 
 
