@@ -26,6 +26,11 @@ def _trajectory(
     return traj
 
 
+def trained(scored) -> list[int]:
+    """Trajectories whose samples carry a loss (filtered ones stay, with their mask zeroed)."""
+    return [s.traj_id for s in scored.train if any(s.loss_mask)]
+
+
 def test_void_turn_filter_drops_only_replies_without_an_action():
     cfg = AlgoConfig(filter_incomplete=True, group_filter_ratio=1.0, invalid_penalty=0.1)
     trajectories = [
@@ -34,7 +39,9 @@ def test_void_turn_filter_drops_only_replies_without_an_action():
         _trajectory(2, 0.0, valid=False, parsed=False),  # no action at all: a void turn
     ]
     scored = score_batch(trajectories, cfg, toolcall_weight=0.0)
-    assert [s.traj_id for s in scored.train] == [0, 1]
+    assert trained(scored) == [0, 1]
+    assert [s.traj_id for s in scored.train] == [0, 1, 2]  # the void turn is masked, not dropped
+    assert scored.metrics["batch/masked_samples"] == 1.0
     rejected = scored.train[1]
     assert rejected.reward < 0 and rejected.advantage < 0  # the penalty reaches the update
     assert scored.metrics["filter/incomplete"] == 1.0
@@ -56,8 +63,7 @@ def test_keep_negative_trains_void_turns_only_when_blamed(keep_negative):
     scored = score_batch(trajectories, cfg, toolcall_weight=0.0)
     won_void, _, lost_void = scored.samples
     assert won_void.advantage > 0 > lost_void.advantage
-    trained = [s.traj_id for s in scored.train]
-    assert trained == ([1, 2] if keep_negative else [1])
+    assert trained(scored) == ([1, 2] if keep_negative else [1])
     assert scored.metrics["filter/incomplete"] == 2.0  # the filter fired either way
     assert scored.metrics["filter/kept_negative"] == float(keep_negative)
 
@@ -71,6 +77,6 @@ def test_kept_negative_counts_only_samples_the_group_filter_keeps():
         _trajectory(3, 0.0, valid=False, parsed=False, group_id=1),  # rescued, group dropped
     ]
     scored = score_batch(trajectories, cfg, toolcall_weight=0.0)
-    assert [s.traj_id for s in scored.train] == [0, 1]
+    assert [s.traj_id for s in scored.train] == [0, 1]  # the group filter drops group 1 whole
     assert scored.samples[3].advantage < 0
     assert scored.metrics["filter/kept_negative"] == 1.0

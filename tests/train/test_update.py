@@ -240,3 +240,86 @@ def test_replay_draw_size_follows_ratio_of_each_mini_batch(
     assert out["time/update_replay"] > 0.0
     no_replay = policy_update(model, opt, on, None, 1.0, cfg, torch.Generator().manual_seed(0))
     assert no_replay["time/update_replay"] == 0.0
+
+
+@pytest.mark.parametrize("loss", ["vanilla", "clip_cov", "kl_cov", "gpg"])
+def test_micro_batch_size_changes_neither_loss_nor_gradient(tiny, loss):
+    """Micro-batches only bound memory (spec §4, §5): clip_cov / kl_cov choose their tokens over the
+    whole mini-batch, so splitting it 1 / 2 / 5 ways gives the unsplit loss and gradient."""
+    model, tok = tiny
+    texts = [
+        "<action>up</action>",
+        "<think>left</think><action>down</action>",
+        "<action>left</action> up",
+        "down down <action>right</action>",
+        "<think></think><action>up</action> left right",
+        "right",
+    ]
+    noise = torch.Generator().manual_seed(1)
+    samples = []
+    for i, text in enumerate(texts):
+        sample = make_sample(tok, model, text, advantage=float(i % 3) - 0.8, traj_id=i)
+        # behaviour log-probs off the current ones, so ratios differ from 1 (kl_cov's penalty acts)
+        shift = 0.15 * torch.randn(len(sample.old_logprobs), generator=noise)
+        samples.append(
+            dataclasses.replace(
+                sample, old_logprobs=(torch.tensor(sample.old_logprobs) + shift).tolist()
+            )
+        )
+    # wide covariance bounds and a 20% budget, so every split would pick differently per part
+    params = PolicyLossConfig(
+        clip_cov_ratio=0.2, clip_cov_lb=-100.0, clip_cov_ub=100.0, kl_cov_ratio=0.2
+    )
+    results = {}
+    for micro in (1, 2, 5, 0):
+        spec = LossSpec(loss, params, "seq-mean-token-sum", t_norm=16)
+        cfg = dataclasses.replace(settings(tok), on_policy=spec, micro_batch_size=micro)
+        opt = GradCapture(model.parameters())
+        out = policy_update(model, opt, samples, None, 0.0, cfg, torch.Generator().manual_seed(7))
+        results[micro] = (out, opt.captured[0])
+    whole, whole_grads = results[0]
+    if loss in ("clip_cov", "kl_cov"):
+        assert whole["actor/selected_tokens"] >= 2  # a real selection, not the budget's floor of 1
+    for micro in (1, 2, 5):
+        out, grads_ = results[micro]
+        assert out["actor/loss"] == pytest.approx(whole["actor/loss"], abs=1e-6)
+        assert out.get("actor/selected_tokens") == whole.get("actor/selected_tokens")
+        for a, b in zip(grads_, whole_grads, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(("agg", "scale"), [("seq-mean-token-sum", 2 / 3), ("token-mean", 1.0)])
+def test_a_filtered_sample_still_counts_in_B(tiny, agg, scale):
+    """Spec §3.5: a filter zeroes the sample's loss mask, so seq-mean-* modes divide by B = all three
+    samples, while token-mean (which counts tokens) is unchanged."""
+    from spear_rl.rollout.sample import Trajectory
+    from spear_rl.train.config import AlgoConfig
+    from spear_rl.train.scoring import score_batch
+
+    model, tok = tiny
+    texts = ["<action>up</action>", "<action>left</action>", "left left"]
+    trajectories = []
+    for i, (text, reward) in enumerate(zip(texts, [1.0, 0.0, 0.0], strict=True)):
+        sample = make_sample(tok, model, text, 0.0, traj_id=i)
+        sample.parsed = i < 2  # the third is a void turn: the incomplete filter fires
+        traj = Trajectory(group_id=0, traj_id=i, task_seed=0, task="t", samples=[sample])
+        traj.episode_reward = reward
+        trajectories.append(traj)
+    cfg = AlgoConfig(filter_incomplete=True, group_filter_ratio=1.0, invalid_penalty=0.0)
+    scored = score_batch(trajectories, cfg, toolcall_weight=0.0)
+    assert len(scored.train) == 3 and not any(scored.train[2].loss_mask)
+
+    spec = LossSpec("vanilla", PolicyLossConfig(), agg, t_norm=16)
+    upd = dataclasses.replace(settings(tok), on_policy=spec)
+
+    def grads_of(samples):
+        opt = GradCapture(model.parameters())
+        policy_update(model, opt, samples, None, 0.0, upd, torch.Generator().manual_seed(0))
+        return opt.captured[0]
+
+    with_filtered = grads_of(scored.train)
+    kept_only = grads_of(scored.train[:2])
+    assert max(float(g.abs().max()) for g in kept_only) > 1e-2  # far above the tolerance
+    for a, b in zip(with_filtered, kept_only, strict=True):
+        # the two runs shuffle differently, so sums differ in order: float32 rounding only
+        torch.testing.assert_close(a, scale * b, rtol=1e-5, atol=1e-6)

@@ -30,12 +30,19 @@ class AggregationNorm:
 
 
 def aggregation_norm(
-    masks: Sequence[Tensor], t_norm: float, process_group: object | None = None
+    masks: Sequence[Tensor],
+    t_norm: float,
+    process_group: object | None = None,
+    masked_rows: int = 0,
 ) -> AggregationNorm:
     """Normalisers from this rank's micro-batch masks [b_i, T_i], all-reduced over ranks.
 
+    `masked_rows`: sequences of this rank's mini-batch left out of `masks` because their whole
+    loss mask is 0 (filtered samples): they add nothing to a loss but still count in B (spec §3.5).
     The all-reduce runs only when torch.distributed is initialised; every rank must call it.
     """
+    if masked_rows < 0:
+        raise ValueError(f"masked_rows must be >= 0, got {masked_rows}")
     if not t_norm > 0:
         raise ValueError(f"t_norm must be > 0 (e.g. the max response length), got {t_norm}")
     for mask in masks:
@@ -43,6 +50,7 @@ def aggregation_norm(
             raise ValueError(f"each mask must be [B, T], got shape {tuple(mask.shape)}")
     device = masks[0].device if masks else torch.device("cpu")
     counts = torch.zeros(2, dtype=torch.float64, device=device)
+    counts[1] += masked_rows
     for mask in masks:
         counts[0] += (mask > 0).sum()
         counts[1] += mask.shape[0]

@@ -3,8 +3,8 @@
 `joint` (default): every optimiser step minimises L_on(mini-batch) + c(t) * L_replay(replay draw),
 so the curriculum coefficient acts linearly on the replay gradient. `separate` (the reference):
 the on-policy steps first, then extra optimiser steps on replay mini-batches scaled by c(t).
-Micro-batches only bound memory: aggregation normalisers are computed over the whole mini-batch,
-so the accumulated gradient equals the unsplit one.
+Micro-batches only bound memory: aggregation normalisers, and clip_cov / kl_cov's token choice,
+are computed over the whole mini-batch, so the accumulated gradient equals the unsplit one.
 """
 
 from __future__ import annotations
@@ -20,14 +20,17 @@ from dataclasses import dataclass
 import torch
 
 from spear_rl.algos.aggregation import aggregate_loss, aggregation_norm
+from spear_rl.algos.cov_selection import Collective, local_only
 from spear_rl.algos.losses import (
     PolicyLossConfig,
     compute_policy_loss,
     entropy_bonus_term,
     low_var_kl,
+    needs_token_selection,
+    select_cov_tokens,
 )
 from spear_rl.models.forward import token_logprobs
-from spear_rl.rollout.batch import collate_samples
+from spear_rl.rollout.batch import TokenBatch, collate_samples
 from spear_rl.rollout.sample import Sample
 
 ReplayDraw = Callable[[int], list[tuple[Sample, float]]]
@@ -101,14 +104,19 @@ def backward_loss(
 ) -> float:
     """Accumulate weight * aggregated loss of `samples` into .grad; return the loss value."""
     device = next(model.parameters()).device
-    micro = settings.micro_batch_size or len(samples)
+    # Filtered samples (loss mask all 0) add no loss but count in B: no forward pass for them.
+    active = [s for s in samples if any(s.loss_mask)]
+    micro = settings.micro_batch_size or max(len(active), 1)
     batches = [
-        collate_samples(samples[i : i + micro], settings.pad_token_id).to(device)
-        for i in range(0, len(samples), micro)
+        collate_samples(active[i : i + micro], settings.pad_token_id).to(device)
+        for i in range(0, len(active), micro)
     ]
-    norm = aggregation_norm([b.loss_mask for b in batches], spec.t_norm)
+    norm = aggregation_norm(
+        [b.loss_mask for b in batches], spec.t_norm, masked_rows=len(samples) - len(active)
+    )
+    selections = mini_batch_selection(model, batches, spec, settings, generator)
     total = 0.0
-    for batch in batches:
+    for batch, selected in zip(batches, selections, strict=True):
         mask = batch.loss_mask
         # score only the response tokens: the LM head skips the (long) prompts
         logp, entropy = token_logprobs(
@@ -121,7 +129,14 @@ def backward_loss(
         )
         advantages = batch.advantages[:, None].to(logp.dtype).expand_as(logp)
         out = compute_policy_loss(
-            spec.name, logp, batch.old_logprobs, advantages, mask, spec.params, generator=generator
+            spec.name,
+            logp,
+            batch.old_logprobs,
+            advantages,
+            mask,
+            spec.params,
+            generator=generator,
+            selected=selected,
         )
         token_loss = out.token_loss
         if spec.entropy_coef:
@@ -145,6 +160,63 @@ def backward_loss(
         out.metrics["entropy"] = float((entropy.detach() * mask).sum() / max(tokens, 1.0))
         metrics.add(prefix, out.metrics, tokens)
     return total
+
+
+def mini_batch_selection(
+    model: torch.nn.Module,
+    batches: Sequence[TokenBatch],
+    spec: LossSpec,
+    settings: UpdateSettings,
+    generator: torch.Generator,
+    reduce_sum: Collective = local_only,
+    all_gather: Collective = local_only,
+) -> list[torch.Tensor | None]:
+    """clip_cov / kl_cov: each micro-batch's slice of the tokens chosen over the whole mini-batch.
+
+    The choice needs the current log-probs of every token of the mini-batch before any micro-batch
+    is trained, so a split mini-batch first takes a no-grad forward pass (one extra forward,
+    about a third of a forward+backward; only for these losses). Unsplit and in one process, the
+    loss selects from its own forward pass, which gives the same tokens at no extra cost. Tokens
+    are concatenated row-major, the order `select_cov_tokens` uses for a padded [B, T] batch.
+    `reduce_sum` / `all_gather` (see `algos/cov_selection.py`) make the choice span all ranks'
+    tokens; every rank must then call this, even with no batches of its own.
+    """
+    alone = reduce_sum is local_only and all_gather is local_only
+    if not needs_token_selection(spec.name) or (alone and len(batches) <= 1):
+        return [None] * len(batches)
+    device = next(model.parameters()).device
+    parts: list[tuple[torch.Tensor, ...]] = [(torch.zeros(0, device=device),) * 3]
+    with torch.no_grad():
+        for batch in batches:
+            mask = batch.loss_mask
+            logp, _ = token_logprobs(
+                model, batch.input_ids, batch.attention_mask, settings.temperature, score_mask=mask
+            )
+            valid = mask > 0
+            advantages = batch.advantages[:, None].to(logp.dtype).expand_as(logp)
+            parts.append((logp[valid], batch.old_logprobs[valid], advantages[valid]))
+    logp, old, adv = (torch.cat(column)[None] for column in zip(*parts, strict=True))
+    chosen = select_cov_tokens(
+        spec.name,
+        logp,
+        old,
+        adv,
+        torch.ones_like(logp),
+        spec.params,
+        generator,
+        reduce_sum=reduce_sum,
+        all_gather=all_gather,
+    )[0]
+    out: list[torch.Tensor | None] = []
+    start = 0
+    for batch in batches:
+        valid = batch.loss_mask > 0
+        selected = torch.zeros_like(valid)
+        count = int(valid.sum())
+        selected[valid] = chosen[start : start + count]
+        start += count
+        out.append(selected)
+    return out
 
 
 def optimizer_step(model, optimizer, grad_clip: float) -> float:
