@@ -1,17 +1,23 @@
 """The code sandbox against hostile programs: each is contained within its limits, comes back as a
 clear tool message, and leaves the test process alive with no stray processes behind.
 
-The battery runs once, in parallel, at the strongest isolation this machine offers (bubblewrap where
-installed); a smaller battery repeats the process-escape cases at the weaker levels when available.
+The whole battery runs, in parallel, at every level that promises containment (SAFE_LEVELS; a level
+this machine cannot set up is skipped with the reason the sandbox gives). The weaker levels must
+refuse without the `allow_unsafe` opt-in; with it, a smaller battery repeats the process-escape cases.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
+import importlib.util
 import logging
 import os
+import shutil
 import signal
 import socket
+import subprocess
+import sys
 import textwrap
 import time
 import uuid
@@ -20,12 +26,15 @@ from dataclasses import dataclass
 
 import pytest
 
-from spear_rl.envs.math_tool import isolation, sandbox
+import spear_rl
+from spear_rl.envs.math_tool import cgroups, isolation, sandbox
+from spear_rl.envs.math_tool.limits import SAFE_LEVELS, UNSAFE_LEVELS
 from spear_rl.envs.math_tool.sandbox import (
     SandboxLimits,
     SandboxUnavailableError,
     ToolResult,
     check_sandbox,
+    describe_isolation,
     isolation_level,
     run_code,
     run_code_batch,
@@ -47,6 +56,21 @@ TEST_UID_BASE = 62000 + (os.getpid() % 40) * 50
 SECRET = "hunter2-" + uuid.uuid4().hex
 ESCAPE_NAME = f"spear_sandbox_escape_{uuid.uuid4().hex}"
 SIGINT_AT_IMPORT = signal.getsignal(signal.SIGINT)  # before any hostile program has run
+# What the host holds that model code must never see (made by the `host_secrets` fixture).
+HOST_SOCKET = f"/tmp/spear_sandbox_sock_{uuid.uuid4().hex[:12]}"
+ABSTRACT_SOCKET = f"\0spear_sandbox_{uuid.uuid4().hex[:12]}"
+PROJECT_SOURCE = os.path.realpath(spear_rl.__file__)
+CHECKPOINT_SECRET = "checkpoint-" + uuid.uuid4().hex
+CHILD_MB = 100  # the forked-memory case: six children of this size against memory_mb=256
+
+
+def level_limits(level: str) -> SandboxLimits:
+    return dataclasses.replace(TEST_LIMITS, isolation=level, allow_unsafe=level in UNSAFE_LEVELS)
+
+
+def host_passwd_line() -> str:
+    with open("/etc/passwd", encoding="utf-8", errors="replace") as f:
+        return f.readline().strip()
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -68,6 +92,36 @@ def listener():
     server.setblocking(False)
     yield server
     server.close()
+
+
+@pytest.fixture(scope="module")
+def host_secrets(tmp_path_factory):
+    """World-writable Unix sockets (a file in /tmp and an abstract name) and a run's checkpoint.
+
+    The checkpoint goes where runs go, under the project's (git-ignored) runs/ folder, not under
+    /tmp, whose private tmpfs would hide it for an unrelated reason.
+    """
+    servers = []
+    for address in (HOST_SOCKET, ABSTRACT_SOCKET):
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(address)
+        if not address.startswith("\0"):
+            os.chmod(address, 0o777)
+        server.listen(4)
+        server.setblocking(False)
+        servers.append(server)
+    runs = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "runs")
+    run_dir = os.path.join(runs, f"sandbox_test_{uuid.uuid4().hex[:12]}", "checkpoints", "step_1")
+    os.makedirs(run_dir)
+    checkpoint = os.path.join(run_dir, "state.pt")
+    with open(checkpoint, "w") as f:
+        f.write(CHECKPOINT_SECRET)
+    os.chmod(checkpoint, 0o644)
+    yield {"servers": servers, "checkpoint": checkpoint}
+    for server in servers:
+        server.close()
+    os.remove(HOST_SOCKET)
+    shutil.rmtree(os.path.dirname(os.path.dirname(run_dir)))
 
 
 @dataclass
@@ -132,7 +186,7 @@ def write_denied(result: ToolResult, level: str) -> None:
     assert result.output.split()[-1] in ("13", "30"), result
 
 
-def battery(listen_port: int) -> list[Case]:
+def battery(listen_port: int, checkpoint: str = "/nonexistent/state.pt") -> list[Case]:
     loopback_connect = textwrap.dedent(f"""
         import socket
         s = socket.socket()
@@ -158,10 +212,47 @@ def battery(listen_port: int) -> list[Case]:
             os.remove(host_file)
 
     def disk_capped(result: ToolResult, level: str) -> None:
-        if level == "bwrap":  # the working dir is a tmpfs of disk_mb
+        if level in SAFE_LEVELS:  # the working dir is a tmpfs of disk_mb
             failed("file_size_limit", contains="No space left on device")(result, level)
         else:  # no total cap at the weaker levels (documented); the dir is removed after the run
             assert result.ok, result
+
+    def unix_socket(address: str) -> str:
+        return textwrap.dedent(f"""
+            import socket
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.connect({address!r})
+                s.sendall(b"leak")
+                print("CONNECTED")
+            except OSError as e:
+                print("blocked", type(e).__name__)
+        """)
+
+    def blocked(result: ToolResult, level: str) -> None:
+        assert result.ok and result.output.startswith("blocked"), result
+
+    def host_file_hidden(secret: str):
+        def check(result: ToolResult, level: str) -> None:
+            denied_or_absent(result, level)
+            assert secret not in result.output, result
+
+        return check
+
+    read_and_print = "try:\n    print(open({path!r}).read()[:200])\nexcept OSError as e:\n    print(type(e).__name__)\n"
+
+    write_everywhere = textwrap.dedent("""
+        import os
+        wrote = []
+        for d in ["/", "/var/tmp", "/dev", "/usr", "/etc", "/root", "/proc", os.path.dirname(os.__file__)]:
+            try:
+                with open(os.path.join(d, "spear_probe"), "w") as f:
+                    f.write("x")
+                wrote.append(d)
+            except OSError:
+                pass
+        print("wrote", wrote)
+    """)
 
     def runs_unprivileged(result: ToolResult, level: str) -> None:
         assert result.ok, result
@@ -235,6 +326,53 @@ def battery(listen_port: int) -> list[Case]:
         Case("read /etc/shadow", TRY_OPEN.format(path="/etc/shadow"), denied_or_absent),
         Case("read /root", TRY_OPEN.format(path="/root/.bashrc"), denied_or_absent),
         Case("read /proc/1/environ", TRY_OPEN.format(path="/proc/1/environ"), denied_or_absent),
+        Case(
+            "read /etc/passwd",
+            read_and_print.format(path="/etc/passwd"),
+            host_file_hidden(host_passwd_line()),
+        ),
+        Case(
+            "read the project's sources",
+            read_and_print.format(path=PROJECT_SOURCE),
+            host_file_hidden('"""'),
+        ),
+        Case(
+            "read a run's checkpoint",
+            read_and_print.format(path=checkpoint),
+            host_file_hidden(CHECKPOINT_SECRET),
+        ),
+        Case(
+            "read the trainer's command line",
+            read_and_print.format(path=f"/proc/{os.getpid()}/cmdline"),
+            host_file_hidden("pytest"),
+        ),
+        Case(
+            "count host processes",
+            "import os\nprint(sum(p.isdigit() for p in os.listdir('/proc')))\n",
+            few_processes,
+        ),
+        Case("unix socket to a host server in /tmp", unix_socket(HOST_SOCKET), blocked),
+        Case("abstract unix socket on the host", unix_socket(ABSTRACT_SOCKET), blocked),
+        Case(
+            "write outside /tmp and /dev/shm",
+            write_everywhere,
+            prints("wrote []"),
+        ),
+        Case(
+            "fill /dev/shm",  # 30 files of 1 MB (each under file_size_mb) into a 16 MB tmpfs
+            "for i in range(30):\n    with open('/dev/shm/f%d' % i, 'wb') as f:\n"
+            "        f.write(b'x' * 2**20)\nprint('wrote 30 MB')\n",
+            failed("file_size_limit", contains="No space left on device"),
+        ),
+        Case(
+            "the runtime: numpy and sympy, nothing else installed",
+            textwrap.dedent("""
+                import importlib.util
+                for name in ("numpy", "sympy", "torch", "spear_rl", "transformers", "pytest"):
+                    print(name, importlib.util.find_spec(name) is not None)
+            """),
+            runtime_defined,
+        ),
         Case("write into /usr", TRY_WRITE.format(path="/usr/pwned"), write_denied),
         Case("write into /etc", TRY_WRITE.format(path="/etc/pwned"), write_denied),
         Case(
@@ -351,6 +489,20 @@ def battery(listen_port: int) -> list[Case]:
     ]
 
 
+def few_processes(result: ToolResult, level: str) -> None:
+    """Its own pid namespace: the sandbox's few processes, none of the host's."""
+    assert result.ok and int(result.output) < 10, result
+
+
+def runtime_defined(result: ToolResult, level: str) -> None:
+    assert result.ok, result
+    found = dict(line.split() for line in result.output.splitlines())
+    for name in ("numpy", "sympy"):  # installed beside the trainer here (core dep, math extra)
+        assert found[name] == str(importlib.util.find_spec(name) is not None), result
+    for name in ("torch", "spear_rl", "transformers", "pytest"):
+        assert found[name] == "False", result
+
+
 def no_stray_processes() -> list[str]:
     """Processes left by the sandbox: children of this process, or live processes of the test uids.
 
@@ -376,39 +528,131 @@ def no_stray_processes() -> list[str]:
     return strays
 
 
-@pytest.fixture(scope="module")
-def battery_results(listener):
-    check_sandbox(TEST_LIMITS)
-    cases = battery(listener.getsockname()[1])
+def safe_limits(level: str) -> SandboxLimits:
+    """The test limits at `level`, or a skip with the sandbox's own reason when it cannot run here."""
+    limits = level_limits(level)
+    try:
+        check_sandbox(limits)
+    except SandboxUnavailableError as err:
+        pytest.skip(f"the {level} level cannot run here: {err}")
+    return limits
+
+
+@pytest.fixture(scope="module", params=SAFE_LEVELS)
+def battery_results(request, listener, host_secrets):
+    limits = safe_limits(request.param)
+    cases = battery(listener.getsockname()[1], host_secrets["checkpoint"])
     start = time.monotonic()
-    results = run_code_batch([case.code for case in cases], TEST_LIMITS, max_workers=8)
-    return {case.name: (case, result) for case, result in zip(cases, results, strict=True)}, (
-        time.monotonic() - start
-    )
-
-
-def test_battery_has_at_least_30_hostile_programs(listener):
-    assert len(battery(listener.getsockname()[1])) >= 30
+    results = run_code_batch([case.code for case in cases], limits, max_workers=8)
+    by_name = {case.name: (case, result) for case, result in zip(cases, results, strict=True)}
+    return request.param, by_name, time.monotonic() - start
 
 
 @pytest.mark.parametrize("name", [case.name for case in battery(0)])
 def test_hostile_program_is_contained(battery_results, name):
-    results, _ = battery_results
+    level, results, _ = battery_results
     case, result = results[name]
-    case.check(result, isolation_level(TEST_LIMITS))
+    assert result.isolation == level, result
+    case.check(result, level)
     assert len(result.output) <= TEST_LIMITS.max_output_chars
     # every limit stops the program near its limit, never much later
     assert result.seconds < TEST_LIMITS.wall_seconds + 2.0, result
 
 
-def test_after_the_battery_the_test_process_is_unharmed(battery_results, listener):
-    _, seconds = battery_results
+def test_after_the_battery_the_test_process_is_unharmed(battery_results, listener, host_secrets):
+    level, _, seconds = battery_results
     assert seconds < 30, f"battery took {seconds:.1f}s"
     with pytest.raises(BlockingIOError):  # nothing ever connected to the loopback listener
         listener.accept()
+    for server in host_secrets["servers"]:  # nor to the host's Unix sockets
+        with pytest.raises(BlockingIOError):
+            server.accept()
     time.sleep(0.1)
     assert no_stray_processes() == []
-    assert run_code("print('still fine')", TEST_LIMITS).output == "still fine\n"
+    assert run_code("print('still fine')", level_limits(level)).output == "still fine\n"
+
+
+FORKED_MEMORY = textwrap.dedent(f"""
+    import os, time
+    children = []
+    for _ in range(6):
+        pid = os.fork()
+        if pid == 0:
+            held = b"x" * ({CHILD_MB} * 2**20)  # written, so resident
+            time.sleep(1.0)
+            os._exit(0)
+        children.append(pid)
+    statuses = [os.waitpid(pid, 0)[1] for pid in children]
+    print("survivors", sum(status == 0 for status in statuses))
+""")
+
+
+@pytest.mark.parametrize("level", SAFE_LEVELS)
+def test_forked_children_cannot_exceed_memory_together(level):
+    # its own run with a long wall limit: six forks filling memory take seconds on a busy machine
+    limits = dataclasses.replace(safe_limits(level), wall_seconds=30, cpu_seconds=5)
+    if describe_isolation(limits)["memory_bound"] == "per process":
+        pytest.skip(f"no cgroup can be made here ({cgroups.support()[1]}): memory is per process")
+    result = run_code(FORKED_MEMORY, limits)
+    assert result.ok, result
+    survivors = int(result.output.split()[-1])
+    # all six holding at once would be 600 MB in a 256 MB group (each alone is under memory_mb)
+    assert survivors * CHILD_MB <= limits.memory_mb, result
+
+
+STATE_PATHS = ("/tmp", "/var/tmp", "/dev/shm", ".")
+
+
+@pytest.mark.parametrize("level", SAFE_LEVELS)
+def test_no_state_survives_between_calls(level):
+    limits = safe_limits(level)
+    marker = f"spear_state_{uuid.uuid4().hex[:12]}"
+    write = (
+        f"import os\nfor d in {STATE_PATHS!r}:\n    try:\n"
+        f"        open(os.path.join(d, {marker!r}), 'w').write('kept')\n        print('wrote', d)\n"
+        "    except OSError:\n        pass\n"
+    )
+    read = (
+        f"import os\nfor d in {STATE_PATHS!r}:\n"
+        f"    if os.path.exists(os.path.join(d, {marker!r})):\n        print('found', d)\n"
+        "print('done')\n"
+    )
+    first = run_code(write, limits)
+    assert first.ok and "wrote /tmp" in first.output and "wrote /dev/shm" in first.output, first
+    second = run_code(read, limits)
+    assert second.ok and second.output == "done\n", second
+    for d in ("/tmp", "/var/tmp", "/dev/shm"):  # and nothing reached the host
+        assert not os.path.exists(os.path.join(d, marker))
+
+
+@pytest.mark.parametrize("level", SAFE_LEVELS)
+def test_the_sandbox_runs_from_an_interpreter_installed_under_tmp(level, tmp_path_factory):
+    """A fresh clone's venv under /tmp (the README's commands there): the level still runs."""
+    safe_limits(level)  # skips where the level cannot run at all
+    venv = tmp_path_factory.mktemp("venv_under_tmp")
+    assert str(venv).startswith("/tmp/"), venv
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
+        check=True,
+        timeout=120,
+    )
+    program = textwrap.dedent(f"""
+        import logging, sys
+        from spear_rl.envs.math_tool.sandbox import SandboxLimits, describe_isolation, run_code
+        logging.basicConfig(level=logging.INFO)
+        limits = SandboxLimits(isolation={level!r})
+        info = describe_isolation(limits)
+        result = run_code("import sys; print(sys.prefix, 6 * 7)", limits)
+        print(info["level"], info["python"], repr(result.output), result.isolation)
+    """)
+    done = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", program], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[:2] == [level, str(venv / "bin" / "python")], (
+        done.stdout + done.stderr
+    )
+    assert f"'{venv} 42\\n'" in done.stdout and done.stdout.split()[-1] == level, done.stdout
 
 
 # ---- the weaker levels: the process-escape cases again -----------------------------------------
@@ -427,13 +671,21 @@ ESCAPES = {
 }
 
 
+@pytest.mark.parametrize("level", UNSAFE_LEVELS)
+def test_unsafe_levels_refuse_without_the_opt_in(level):
+    with pytest.raises(
+        ValueError, match=f"isolation '{level}' is unsafe.*bubblewrap.*allow_unsafe"
+    ):
+        SandboxLimits(isolation=level)
+
+
 def test_weaker_levels_contain_process_escapes(listener):
     if not isolation.running_as_root():
         # without a private uid, kill(-1) or kill(getppid()) would reach the test process itself
         pytest.skip("the weaker levels are only safe to attack with a private uid (root)")
     runs = []  # (level, case, limits): both levels in one parallel batch
-    for level in ("unshare", "rlimits"):
-        limits = SandboxLimits(**{**TEST_LIMITS.__dict__, "isolation": level})
+    for level in UNSAFE_LEVELS:
+        limits = level_limits(level)
         try:
             check_sandbox(limits)
         except SandboxUnavailableError:
@@ -447,16 +699,18 @@ def test_weaker_levels_contain_process_escapes(listener):
         results = list(pool.map(lambda run: run_code(run[1].code, run[2]), runs))
     for (level, case, _), result in zip(runs, results, strict=True):
         case.check(result, level)
+        assert result.isolation == level, result
     time.sleep(0.1)
     assert no_stray_processes() == []
 
 
 # ---- the tool's own contract --------------------------------------------------------------------
 def test_isolation_level_is_reported_and_bwrap_used_when_installed():
-    level = isolation_level(TEST_LIMITS)
-    assert level in ("bwrap", "unshare", "rlimits")
-    if isolation.find_tool("bwrap") and isolation.running_as_root():
-        assert level == "bwrap"
+    if not isolation.find_tool("bwrap"):
+        pytest.skip("bubblewrap is not installed here")
+    assert isolation_level(TEST_LIMITS) == "bwrap"  # wherever the interpreter lives, root or not
+    info = describe_isolation(TEST_LIMITS)
+    assert info["safe"] is True and info["python"] == sys.executable
 
 
 def test_unknown_isolation_level_is_a_clear_error():
@@ -476,7 +730,7 @@ def test_empty_and_oversized_code_are_tool_messages():
 
 def test_stdout_is_returned_and_error_shows_stdout_then_traceback_tail():
     ok = run_code("print(sum(range(101)))", TEST_LIMITS)
-    assert ok == ToolResult("5050\n", True, "ok", ok.seconds)
+    assert ok == ToolResult("5050\n", True, "ok", ok.seconds, isolation_level(TEST_LIMITS))
     err = run_code("print('partial')\nraise ValueError('boom')", TEST_LIMITS)
     assert err.output.startswith("partial\nTraceback") and err.output.endswith("ValueError: boom")
     quiet = run_code("x = 1", TEST_LIMITS)
@@ -527,22 +781,28 @@ def without_tool(monkeypatch, missing: str) -> None:
     monkeypatch.setattr(sandbox, "_resolve_errors", {})
 
 
-def test_missing_bwrap_degrades_with_a_warning_or_fails_clearly_when_requested(monkeypatch, caplog):
+def test_missing_bwrap_refuses_unless_opted_in_and_then_warns(monkeypatch, caplog):
     without_tool(monkeypatch, "bwrap")
     with pytest.raises(SandboxUnavailableError, match="apt-get install bubblewrap"):
         check_sandbox(SandboxLimits(isolation="bwrap"))
+    # no silent step down: auto refuses, says how to get a safe sandbox and how to opt in
+    with pytest.raises(SandboxUnavailableError, match="install bubblewrap.*allow_unsafe=true"):
+        check_sandbox(TEST_LIMITS)
+    refused = run_code("print(3 * 3)", TEST_LIMITS)
+    assert refused.reason == "sandbox_error" and "allow_unsafe" in refused.output, refused
+    opted_in = dataclasses.replace(TEST_LIMITS, allow_unsafe=True)
     with caplog.at_level(logging.WARNING, logger=sandbox.__name__):
-        level = isolation_level(TEST_LIMITS)
-    assert level in ("unshare", "rlimits")
-    assert f"isolation: {level}" in caplog.text and "bwrap: " in caplog.text
-    assert run_code("print(3 * 3)", TEST_LIMITS).output == "9\n"
+        level = isolation_level(opted_in)
+    assert level in UNSAFE_LEVELS
+    assert f"isolation: {level} (UNSAFE" in caplog.text and "bwrap: " in caplog.text
+    assert "install bubblewrap" in caplog.text
+    result = run_code("print(3 * 3)", opted_in)
+    assert result.output == "9\n" and result.isolation == level
 
 
 def test_rlimits_still_apply_without_prlimit(monkeypatch):
     without_tool(monkeypatch, "prlimit")  # the preexec_fn fallback sets them
-    memory, threads = run_code_batch(
-        ["b = bytearray(2 * 1024**3)", SPAWN_THREADS], SandboxLimits(**TEST_LIMITS.__dict__)
-    )
+    memory, threads = run_code_batch(["b = bytearray(2 * 1024**3)", SPAWN_THREADS], TEST_LIMITS)
     assert memory.reason == "memory_limit" and threads.reason == "process_limit"
 
 

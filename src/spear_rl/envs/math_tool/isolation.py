@@ -2,38 +2,41 @@
 
 Levels, strongest first (`sandbox.py` probes them once per process and logs the one in use):
 
-- ``bwrap`` (bubblewrap): new network, pid, ipc and uts namespaces; only the system directories and
-  the Python prefix are visible, read-only; a private, size-capped tmpfs at /tmp is the working dir.
-- ``unshare`` (util-linux): new network and pid namespaces; the host file system stays visible (the
-  unprivileged uid's file permissions apply); a private working dir.
-- ``rlimits``: rlimits, an unprivileged uid, a private working dir and a clean environment only; the
-  program can reach the network and see host processes.
+- ``bwrap`` (bubblewrap), the only level that keeps the promise (docs/sandbox.md): new network, pid,
+  ipc, uts and mount namespaces with their own /proc; the file system holds only the read-only
+  runtime (the system's /usr, /bin and /lib, a few loader files of /etc, the trainer's own Python
+  with its standard library and RUNTIME_PACKAGES, nothing else of its site-packages) and fresh
+  private tmpfs mounts of `disk_mb` each at /tmp (the working dir) and /dev/shm.
+- ``unshare`` (util-linux), unsafe: new network and pid namespaces; the host file system, its /tmp
+  and its Unix sockets stay reachable with the uid's permissions.
+- ``rlimits``, unsafe: rlimits, an unprivileged uid, a private working dir and a clean environment
+  only; the program can reach the network and see host processes.
 
 Every level sets rlimits (CPU seconds, address space, processes, file size, open files, no core
-dumps). When the trainer runs as root, RLIMIT_NPROC would not bind, so every run gets its own
-unprivileged uid from a pool, leased with a file lock (parallel runs and parallel trainers never share
-one); after the run every process left with that uid is killed.
+dumps) and, where this process may make one, runs in its own memory + pids cgroup (`cgroups.py`).
+When the trainer runs as root, RLIMIT_NPROC would not bind, so every run gets its own unprivileged
+uid from a pool, leased with a file lock (parallel runs and parallel trainers never share one); after
+the run every process left with that uid is killed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib.metadata
+import importlib.util
 import os
 import pwd
 import random
 import shutil
 import signal
+import site
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from spear_rl.envs.math_tool.sandbox import SandboxLimits
-
-LEVELS = ("bwrap", "unshare", "rlimits")
+from spear_rl.envs.math_tool.limits import LEVELS, SandboxLimits
 
 # uids handed to sandboxed programs when the trainer is root; override for containers that map
 # another range (the default sits below nobody=65534, in the range Debian leaves unallocated).
@@ -44,7 +47,12 @@ UID_POOL_SIZE = int(os.environ.get("SPEAR_SANDBOX_UID_COUNT", "512"))
 BWRAP_WORKDIR = "/tmp"
 SCRIPT_NAME = "main.py"
 
-_SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc")
+_SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
+# of /etc only what the dynamic loader and time functions read (no passwd, hosts, or secrets)
+_ETC_ENTRIES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "alternatives")
+# Third-party packages model code may import at the bwrap level (when installed beside the trainer):
+# numbers and algebra for a math agent; everything else in site-packages is hidden.
+RUNTIME_PACKAGES = ("numpy", "sympy", "mpmath")
 _LOCK_DIR = os.path.join(tempfile.gettempdir(), "spear_rl_sandbox_uids")
 
 
@@ -130,16 +138,13 @@ def drop_privileges_prefix(uid: int | None) -> list[str]:
 
 def python_prefixes() -> list[str]:
     """Directories the interpreter needs (venv and base install), outside the bound system dirs."""
-    candidates = {
-        sys.prefix,
-        sys.base_prefix,
-        sys.exec_prefix,
-        sys.base_exec_prefix,
-        os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))),
-    }
+    literal = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    literal.add(os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))))
+    # both spellings of a symlinked prefix: the interpreter uses one, the files live at the other
+    candidates = {os.path.abspath(p) for p in literal} | {os.path.realpath(p) for p in literal}
     system = tuple(f"/{name}" for name in _SYSTEM_DIRS)
     kept: list[str] = []
-    for path in sorted(os.path.realpath(p) for p in candidates):
+    for path in sorted(candidates):
         if path == "/" or any(path == s or path.startswith(s + "/") for s in system):
             continue
         if any(path.startswith(k + "/") for k in kept):
@@ -152,6 +157,45 @@ def _ancestors(path: str) -> list[str]:
     """'/a/b/c' -> ['/a', '/a/b'] (not '/' and not the path itself)."""
     parts = path.strip("/").split("/")[:-1]
     return ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def hidden_site_dirs() -> list[str]:
+    """The interpreter's site-packages dirs (both spellings when symlinked), hidden in the sandbox."""
+    dirs = {d for d in site.getsitepackages() if os.path.isdir(d)}
+    return sorted({os.path.abspath(d) for d in dirs} | {os.path.realpath(d) for d in dirs})
+
+
+def runtime_package_entries(site_dir: str) -> list[str]:
+    """Top-level files and dirs of RUNTIME_PACKAGES installed in `site_dir` (real path compared)."""
+    real_site = os.path.realpath(site_dir)
+    entries: set[str] = set()
+    for name in RUNTIME_PACKAGES:
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        if os.path.realpath(str(dist.locate_file(""))) != real_site:
+            continue
+        tops = {str(f).split("/")[0] for f in dist.files or []} - {"..", "__pycache__", ""}
+        if not tops:  # a distro package without a RECORD: the import package itself
+            spec = importlib.util.find_spec(name)
+            if spec is not None and spec.submodule_search_locations:
+                tops = {os.path.basename(list(spec.submodule_search_locations)[0])}
+        entries |= {t for t in tops if os.path.exists(os.path.join(real_site, t))}
+    return sorted(entries)
+
+
+def _bind_prefix(prefix: str) -> list[str]:
+    """Bind an install prefix read-only, its own dir opened to 0755 (a venv made in a 0700 temp dir
+    would shut out the sandbox's uid, and Python would silently fall back to its base install)."""
+    args = ["--perms", "0755", "--dir", prefix]
+    for entry in sorted(os.listdir(prefix)):
+        path = os.path.join(prefix, entry)
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        else:
+            args += ["--ro-bind", path, path]
+    return args
 
 
 def bwrap_command(python: str, script: str, uid: int | None, limits: SandboxLimits) -> list[str]:
@@ -170,16 +214,33 @@ def bwrap_command(python: str, script: str, uid: int | None, limits: SandboxLimi
             cmd += ["--symlink", os.readlink(path), path]
         elif os.path.isdir(path):
             cmd += ["--ro-bind", path, path]
+    cmd += ["--perms", "0755", "--dir", "/etc"]  # (made 0700 otherwise: the loader could not read)
+    for name in _ETC_ENTRIES:
+        if os.path.lexists(f"/etc/{name}"):
+            cmd += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+    tmpfs_bytes = str(limits.disk_mb * 1024 * 1024)
+    # /tmp first: an interpreter installed under the host's /tmp is bound on top of it below
+    cmd += ["--perms", "1777", "--size", tmpfs_bytes, "--tmpfs", BWRAP_WORKDIR]
     prefixes = python_prefixes()
     # parents bwrap creates copy the host's modes (a pyenv under /root would be 0700): open them
     parents = sorted({a for p in prefixes for a in _ancestors(p)}, key=lambda a: a.count("/"))
     for parent in parents:
-        cmd += ["--perms", "0755", "--dir", parent]
+        if parent != BWRAP_WORKDIR:
+            cmd += ["--perms", "0755", "--dir", parent]
     for prefix in prefixes:
-        cmd += ["--ro-bind", prefix, prefix]
-    cmd += ["--dev", "/dev", "--proc", "/proc"]
-    tmpfs_bytes = str(limits.disk_mb * 1024 * 1024)
-    cmd += ["--perms", "1777", "--size", tmpfs_bytes, "--tmpfs", BWRAP_WORKDIR]
+        cmd += _bind_prefix(prefix)
+    # the defined runtime: site-packages emptied, then only RUNTIME_PACKAGES put back
+    for site_dir in hidden_site_dirs():
+        cmd += ["--perms", "0755", "--tmpfs", site_dir]
+        for entry in runtime_package_entries(site_dir):
+            real = os.path.join(os.path.realpath(site_dir), entry)
+            cmd += ["--ro-bind", real, os.path.join(site_dir, entry)]
+        cmd += ["--remount-ro", site_dir]  # nothing new can be written beside them
+    cmd += ["--dev", "/dev", "--perms", "1777", "--size", tmpfs_bytes, "--tmpfs", "/dev/shm"]
+    cmd += ["--proc", "/proc"]
+    # bwrap's own root and /dev are tmpfs the sandbox uid owns when unprivileged: make them read-only
+    # so /tmp and /dev/shm (each disk_mb) are the only places it can write
+    cmd += ["--remount-ro", "/dev", "--remount-ro", "/"]
     cmd += ["--ro-bind", script, f"{BWRAP_WORKDIR}/{SCRIPT_NAME}", "--chdir", BWRAP_WORKDIR, "--"]
     return cmd + drop_privileges_prefix(uid) + [python, "-I", "-u", SCRIPT_NAME]
 

@@ -2,10 +2,13 @@
 
 `run_code(code, limits)` never raises: every failure (syntax error, timeout, memory bomb, a sandbox
 that cannot start) is a `ToolResult` with `ok=False`, a short `reason` and a message for the model.
-The program runs as `python -I -u main.py` in a fresh working dir, with rlimits, a wall-clock limit
-that kills its whole process group, a clean environment, stdin at /dev/null, and its output read
-with a cap (a 100 MB print never reaches memory). Isolation (bubblewrap, unshare, or rlimits only) is
-probed once per process and logged; see `isolation.py`.
+The program runs as `python -I -u main.py` in a fresh working dir, with rlimits, a memory + pids
+cgroup for its whole process tree where one can be made, a wall-clock limit that kills its whole
+process group, a clean environment, stdin at /dev/null, and its output read with a cap (a 100 MB
+print never reaches memory). Isolation is probed once per process and logged: bubblewrap, the only
+level that keeps the promise in docs/sandbox.md, or, only when the user opts in with
+`allow_unsafe=true`, unshare / rlimits with a warning; see `isolation.py`. Where no safe level can
+run and there is no opt-in, the sandbox refuses with what to install.
 
 Many calls run in parallel with `run_code_batch` or `submit_code` (threads waiting on subprocesses).
 """
@@ -26,13 +29,32 @@ import threading
 import time
 from dataclasses import dataclass
 
-from spear_rl.envs.math_tool import isolation
+from spear_rl.envs.math_tool import cgroups, isolation
 from spear_rl.envs.math_tool.isolation import (
     BWRAP_WORKDIR,
-    LEVELS,
+    RUNTIME_PACKAGES,
     SCRIPT_NAME,
     SandboxUnavailableError,
 )
+from spear_rl.envs.math_tool.limits import (
+    INSTALL_HINT,
+    SAFE_LEVELS,
+    UNSAFE_GAPS,
+    UNSAFE_LEVELS,
+    SandboxLimits,
+)
+
+__all__ = [
+    "SandboxLimits",
+    "SandboxUnavailableError",
+    "ToolResult",
+    "check_sandbox",
+    "describe_isolation",
+    "isolation_level",
+    "run_code",
+    "run_code_batch",
+    "submit_code",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -43,45 +65,6 @@ _STDERR_TAIL_LINES = 20
 
 
 @dataclass(frozen=True)
-class SandboxLimits:
-    """Limits for one run. Defaults suit one tool call of a math agent."""
-
-    cpu_seconds: float = 5.0
-    wall_seconds: float = 10.0
-    memory_mb: int = 512  # address space per process
-    max_processes: int = 16  # processes + threads of the sandbox uid (python itself needs 1)
-    file_size_mb: int = 10  # largest file the program may write
-    disk_mb: int = 64  # total size of the working dir (bwrap level; a tmpfs)
-    max_open_files: int = 64
-    max_output_chars: int = 2000  # what the model sees, truncated in the middle
-    max_output_bytes: int = 8 * 1024 * 1024  # the program is stopped when it writes more
-    max_code_chars: int = 100_000
-    isolation: str = "auto"  # auto | bwrap | unshare | rlimits
-
-    def __post_init__(self) -> None:
-        positive = [f.name for f in dataclasses.fields(self) if f.name != "isolation"]
-        for name in positive:
-            if not getattr(self, name) > 0:
-                raise ValueError(f"SandboxLimits.{name} must be > 0, got {getattr(self, name)!r}")
-        if self.isolation not in ("auto", *LEVELS):
-            raise ValueError(
-                f"SandboxLimits.isolation must be one of auto, {', '.join(LEVELS)}; "
-                f"got {self.isolation!r}"
-            )
-
-    @classmethod
-    def from_dict(cls, values: dict) -> SandboxLimits:
-        """Build from config; an unknown key is an error naming the known ones."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown sandbox limit(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-            )
-        return cls(**values)
-
-
-@dataclass(frozen=True)
 class ToolResult:
     output: str  # what the model sees
     ok: bool  # the program ran and exited 0
@@ -89,6 +72,7 @@ class ToolResult:
     # output_limit | killed | invalid_code | sandbox_error
     reason: str
     seconds: float
+    isolation: str = ""  # the level that ran it ("" when nothing ran)
 
 
 # ---- isolation: probed once per requested level -------------------------------------------------
@@ -97,10 +81,12 @@ class _Resolved:
     level: str
     python: str
     runtime: str = ""  # "3.11.7 at /usr", as the sandboxed interpreter reports it
+    packages: str = ""  # the RUNTIME_PACKAGES it can import, comma-separated
+    cgroup: str | None = None  # "v1" | "v2" when each run gets its own memory + pids cgroup
 
 
-_resolved: dict[str, _Resolved] = {}
-_resolve_errors: dict[str, str] = {}
+_resolved: dict[tuple[str, bool], _Resolved] = {}
+_resolve_errors: dict[tuple[str, bool], str] = {}
 _resolve_lock = threading.Lock()
 
 
@@ -109,28 +95,52 @@ def isolation_level(limits: SandboxLimits | None = None) -> str:
     return _resolve(limits or SandboxLimits()).level
 
 
+def describe_isolation(limits: SandboxLimits | None = None) -> dict[str, str | bool]:
+    """What model code gets with these limits: level, safety, interpreter, packages, memory bound."""
+    found = _resolve(limits or SandboxLimits())
+    return {
+        "level": found.level,
+        "safe": found.level in SAFE_LEVELS,
+        "python": found.python,
+        "runtime": found.runtime,
+        "packages": found.packages,
+        "memory_bound": f"cgroup {found.cgroup}" if found.cgroup else "per process",
+    }
+
+
 def check_sandbox(limits: SandboxLimits | None = None) -> str:
     """Probe now (raises SandboxUnavailableError with what to do); returns the level."""
     return isolation_level(limits)
 
 
 def _resolve(limits: SandboxLimits) -> _Resolved:
-    requested = limits.isolation
+    requested = (limits.isolation, limits.allow_unsafe)
     with _resolve_lock:
         if requested in _resolved:
             return _resolved[requested]
         if requested in _resolve_errors:
             raise SandboxUnavailableError(_resolve_errors[requested])
-        candidates = LEVELS if requested == "auto" else (requested,)
+        if limits.isolation == "auto":
+            # the weaker levels only for a user who opted in; never a silent step down
+            candidates = SAFE_LEVELS + (UNSAFE_LEVELS if limits.allow_unsafe else ())
+        else:
+            candidates = (limits.isolation,)
         failures = []
         for level in candidates:
             found, why = _probe_level(level)
             if found is not None:
+                cgroup, cgroup_why = cgroups.support()
+                found = dataclasses.replace(found, cgroup=cgroup)
                 _resolved[requested] = found
-                _log_choice(found, failures)
+                _log_choice(found, failures, cgroup_why)
                 return found
             failures.append(f"{level}: {why}")
         message = "no code sandbox can run here: " + "; ".join(failures)
+        if not limits.allow_unsafe and any(level in SAFE_LEVELS for level in candidates):
+            message += (
+                f". To run model code safely, {INSTALL_HINT}; or accept a weaker level "
+                f"(where {UNSAFE_GAPS}) with env.kwargs.sandbox.allow_unsafe=true"
+            )
         _resolve_errors[requested] = message
         raise SandboxUnavailableError(message)
 
@@ -145,8 +155,14 @@ def _probe_level(level: str) -> tuple[_Resolved | None, str]:
             dict.fromkeys([sys.executable, "/usr/bin/python3", "/usr/local/bin/python3"])
         )
         pythons = [p for p in pythons if os.path.exists(p)]
-    probe_limits = SandboxLimits(wall_seconds=30.0, isolation=level)
-    probe = "import sys\nprint(6 * 7)\nprint(sys.version.split()[0], 'at', sys.prefix)"
+    probe_limits = SandboxLimits(
+        wall_seconds=30.0, isolation=level, allow_unsafe=level in UNSAFE_LEVELS
+    )
+    probe = (
+        "import importlib.util, sys\nprint(6 * 7)\n"
+        f"print(','.join(n for n in {RUNTIME_PACKAGES!r} if importlib.util.find_spec(n)) or '-')\n"
+        "print(sys.version.split()[0], 'at', sys.prefix)"
+    )
     why = "no usable Python interpreter"
     working: list[_Resolved] = []
     for python in pythons:
@@ -156,10 +172,14 @@ def _probe_level(level: str) -> tuple[_Resolved | None, str]:
             why = f"{type(err).__name__}: {err}"
             continue
         lines = result.output.strip().splitlines()
-        if not (result.ok and lines[:1] == ["42"]):
+        if not (result.ok and lines[:1] == ["42"] and len(lines) == 3):
             why = f"probe with {python} failed ({result.reason}): {result.output.strip()[:300]}"
             continue
-        found = _Resolved(level, python, lines[-1])
+        found = _Resolved(level, python, lines[-1], lines[1].strip("-"))
+        if level == "bwrap" and not lines[-1].endswith(f" at {sys.prefix}"):
+            # the bound prefix was not readable inside: never run on another install's runtime
+            why = f"{python} inside bwrap found {lines[-1]}, not its own prefix {sys.prefix}"
+            continue
         # The trainer's own interpreter is only itself when it finds its own prefix; an unreadable
         # prefix makes it fall back to another install's runtime: prefer a self-contained one then.
         if python != sys.executable or lines[-1].endswith(f" at {sys.base_prefix}"):
@@ -168,20 +188,37 @@ def _probe_level(level: str) -> tuple[_Resolved | None, str]:
     return (working[0], "") if working else (None, why)
 
 
-def _log_choice(found: _Resolved, failures: list[str]) -> None:
+def _log_choice(found: _Resolved, failures: list[str], cgroup_why: str) -> None:
+    """Log the level once per process: info when it keeps the promise, a warning saying why not."""
     uid_note = (
         f"each run as its own uid from {isolation.UID_POOL_BASE}"
         if isolation.running_as_root()
         else "as the trainer's own uid (not root), so NPROC is a shared bound"
     )
     what = {
-        "bwrap": "bubblewrap: no network, own pid namespace, read-only system, private /tmp",
-        "unshare": "unshare: no network, own pid namespace; host files visible with the uid's permissions",
-        "rlimits": "rlimits only: network and host processes reachable",
+        "bwrap": "bubblewrap: no network, own namespaces and /proc, only a read-only runtime "
+        "visible, fresh private /tmp and /dev/shm",
+        "unshare": "UNSAFE, opted in: no network, own pid namespace; " + UNSAFE_GAPS,
+        "rlimits": "UNSAFE, opted in: network and host processes reachable; " + UNSAFE_GAPS,
     }[found.level]
-    line = f"code sandbox isolation: {found.level} ({what}; {uid_note}; python {found.python}, {found.runtime})"
+    memory = (
+        f"memory and processes bounded for the whole run by a cgroup {found.cgroup}"
+        if found.cgroup
+        else f"no cgroup can be made here ({cgroup_why}), so memory is bounded per process only "
+        "(memory_mb each, max_processes of them)"
+    )
+    packages = found.packages or "no third-party packages"
+    line = (
+        f"code sandbox isolation: {found.level} ({what}; {memory}; {uid_note}; "
+        f"python {found.python}, {found.runtime}, with {packages})"
+    )
+    problems = []
     if failures:
-        logger.warning("%s. Stronger levels unavailable: %s", line, "; ".join(failures))
+        problems.append("stronger levels unavailable: " + "; ".join(failures))
+    if found.level not in SAFE_LEVELS:
+        problems.append(f"for a safe sandbox, {INSTALL_HINT}")
+    if problems or not found.cgroup:
+        logger.warning("%s. %s", line, ". ".join(problems) or "")
     else:
         logger.info(line)
 
@@ -200,7 +237,7 @@ def run_code(code: str, limits: SandboxLimits | None = None) -> ToolResult:
         return ToolResult(message, False, "invalid_code", 0.0)
     try:
         resolved = _resolve(limits)
-        return _execute(resolved, code, limits)
+        return dataclasses.replace(_execute(resolved, code, limits), isolation=resolved.level)
     except Exception as err:  # the trainer must survive anything the sandbox does
         logger.error("code sandbox failed: %s", err)
         message = (
@@ -275,6 +312,7 @@ class _Outcome:
     stderr: str
     timed_out: bool
     output_overflow: bool
+    oom_killed: bool = False  # the cgroup's memory limit killed a process of the run
 
 
 def _execute(resolved: _Resolved, code: str, limits: SandboxLimits) -> ToolResult:
@@ -282,6 +320,7 @@ def _execute(resolved: _Resolved, code: str, limits: SandboxLimits) -> ToolResul
     with (
         tempfile.TemporaryDirectory(prefix="spear_sandbox_", ignore_cleanup_errors=True) as workdir,
         isolation.lease_uid() as uid,
+        _run_cgroup(resolved, limits) as group,
     ):
         script = os.path.join(workdir, SCRIPT_NAME)
         with open(script, "w", encoding="utf-8", errors="surrogatepass") as f:
@@ -295,9 +334,10 @@ def _execute(resolved: _Resolved, code: str, limits: SandboxLimits) -> ToolResul
         home = BWRAP_WORKDIR if in_bwrap else workdir
         prefix = isolation.prlimit_prefix(limits)
         preexec = None if prefix is not None else isolation.preexec_rlimits(limits)
+        enter = group.enter_prefix() if group is not None else []
         try:
             proc = subprocess.Popen(
-                (prefix or []) + argv,
+                enter + (prefix or []) + argv,
                 cwd=workdir,
                 env=isolation.child_environment(home),
                 stdin=subprocess.DEVNULL,
@@ -318,8 +358,19 @@ def _execute(resolved: _Resolved, code: str, limits: SandboxLimits) -> ToolResul
                 proc.wait()
             # (leftovers under the leased uid are killed when the lease ends)
         seconds = time.monotonic() - start
+        outcome.oom_killed = group is not None and group.oom_killed()
         script_paths = (f"{BWRAP_WORKDIR}/{SCRIPT_NAME}", script)
         return _describe(outcome, limits, resolved.level, seconds, script_paths)
+
+
+@contextlib.contextmanager
+def _run_cgroup(resolved: _Resolved, limits: SandboxLimits):
+    """This run's own memory + pids cgroup, or None where none can be made (said at resolve)."""
+    if resolved.cgroup is None:
+        yield None
+        return
+    with cgroups.make(resolved.cgroup, limits.memory_mb, limits.max_processes) as group:
+        yield group
 
 
 def _collect(proc: subprocess.Popen, limits: SandboxLimits, start: float) -> _Outcome:
@@ -473,6 +524,12 @@ def _describe(
     elif outcome.returncode == 0:
         text = stdout if stdout.strip() else "(no output: print() the values you need)"
         return ToolResult(truncate_middle(text, limits.max_output_chars), True, "ok", seconds)
+    elif outcome.oom_killed:
+        reason = "memory_limit"
+        headline = (
+            f"Error: memory limit exceeded ({limits.memory_mb} MB for all processes together)"
+        )
+        body = stdout
     elif signal_number == signal.SIGXCPU:
         reason, headline, body = "cpu_limit", f"Error: CPU time limit exceeded ({cpu})", stdout
     elif signal_number == signal.SIGKILL:
