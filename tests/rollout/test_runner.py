@@ -10,7 +10,7 @@ import pytest
 import torch
 from spear_toy_env import CorridorEnv, tiny_policy
 
-import spear_rl.rollout.runner as runner
+import spear_rl.rollout.engines.hf as hf_engine
 from spear_rl.envs.base import INVALID_ACTION_FEEDBACK
 from spear_rl.models import token_logprobs
 from spear_rl.rollout import RolloutConfig, collate_samples, run_rollout
@@ -151,7 +151,7 @@ def _expert(tokenizer):
 @pytest.mark.parametrize("layout", ["per_turn", "whole"])
 def test_expert_policy_statistics_by_hand(policy, monkeypatch, layout):
     model, tokenizer = policy
-    monkeypatch.setattr(runner, "generate", _scripted(tokenizer, _expert(tokenizer)))
+    monkeypatch.setattr(hf_engine, "generate", _scripted(tokenizer, _expert(tokenizer)))
     cfg = RolloutConfig(group_size=2, max_turns=10, layout=layout)
     result = run_rollout(model, tokenizer, CorridorEnv, SEEDS, cfg, seed=0)
     distances = []
@@ -199,7 +199,7 @@ def _hostile(tokenizer):
 @pytest.mark.parametrize("layout", ["per_turn", "whole"])
 def test_hostile_outputs_are_invalid_turns_and_the_rollout_finishes(policy, monkeypatch, layout):
     model, tokenizer = policy
-    monkeypatch.setattr(runner, "generate", _scripted(tokenizer, _hostile(tokenizer)))
+    monkeypatch.setattr(hf_engine, "generate", _scripted(tokenizer, _hostile(tokenizer)))
     cfg = RolloutConfig(
         group_size=2, max_turns=len(HOSTILE) + 2, layout=layout, max_prompt_tokens=200_000
     )
@@ -223,7 +223,7 @@ def _jump(tokenizer):
 
 def test_env_crash_ends_only_that_episode(policy, monkeypatch):
     model, tokenizer = policy
-    monkeypatch.setattr(runner, "generate", _scripted(tokenizer, _jump(tokenizer)))
+    monkeypatch.setattr(hf_engine, "generate", _scripted(tokenizer, _jump(tokenizer)))
     crashing = functools.partial(CorridorEnv, crash_on_turn=2)  # the engine dies on step 2
     cfg = RolloutConfig(group_size=2, max_turns=5)
     result = run_rollout(model, tokenizer, crashing, [3, 4], cfg, seed=0)
@@ -235,7 +235,7 @@ def test_env_crash_ends_only_that_episode(policy, monkeypatch):
 
 def test_env_timeout_ends_the_episode(policy, monkeypatch):
     model, tokenizer = policy
-    monkeypatch.setattr(runner, "generate", _scripted(tokenizer, _expert(tokenizer)))
+    monkeypatch.setattr(hf_engine, "generate", _scripted(tokenizer, _expert(tokenizer)))
     hanging = functools.partial(CorridorEnv, hang_on_turn=1, hang_seconds=0.5)
     cfg = RolloutConfig(group_size=2, max_turns=3, env_timeout_s=0.05)
     result = run_rollout(model, tokenizer, hanging, [0], cfg, seed=0)
@@ -252,7 +252,7 @@ class _BrokenReset(CorridorEnv):
 
 def test_reset_failures(policy, monkeypatch):
     model, tokenizer = policy
-    monkeypatch.setattr(runner, "generate", _scripted(tokenizer, _expert(tokenizer)))
+    monkeypatch.setattr(hf_engine, "generate", _scripted(tokenizer, _expert(tokenizer)))
     cfg = RolloutConfig(group_size=1, max_turns=2)
     result = run_rollout(model, tokenizer, _BrokenReset, [0, 1], cfg, seed=0)
     ok, broken = result.trajectories
@@ -287,10 +287,10 @@ def test_bad_config_names_the_key(policy):
 def test_a_rejected_action_is_parsed_and_a_reply_without_one_is_void(policy, monkeypatch, layout):
     model, tokenizer = policy
     cfg = RolloutConfig(group_size=2, max_turns=3, layout=layout)
-    monkeypatch.setattr(runner, "generate", _scripted(tokenizer, _jump(tokenizer)))
+    monkeypatch.setattr(hf_engine, "generate", _scripted(tokenizer, _jump(tokenizer)))
     rejected = run_rollout(model, tokenizer, CorridorEnv, SEEDS[:2], cfg, seed=0).samples
     assert rejected and all(s.parsed and not s.valid for s in rejected)
     untagged = tokenizer.encode("just go left", add_special_tokens=False) + [tokenizer.eos_token_id]
-    monkeypatch.setattr(runner, "generate", _scripted(tokenizer, lambda _p, _c: untagged))
+    monkeypatch.setattr(hf_engine, "generate", _scripted(tokenizer, lambda _p, _c: untagged))
     void = run_rollout(model, tokenizer, CorridorEnv, SEEDS[:2], cfg, seed=0).samples
     assert void and all(not s.parsed and not s.valid for s in void)

@@ -12,7 +12,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "rollout"))
 from spear_toy_env import CorridorEnv, corridor_corpus  # noqa: E402
 
-import spear_rl.rollout.runner as runner  # noqa: E402
+import spear_rl.rollout.engines.hf as hf_engine  # noqa: E402
 from spear_rl.envs.base import INVALID_ACTION_FEEDBACK  # noqa: E402
 from spear_rl.models import ModelConfig, load_policy, token_logprobs  # noqa: E402
 from spear_rl.rollout import RolloutConfig, Sample, collate_samples, run_rollout  # noqa: E402
@@ -56,7 +56,7 @@ def test_sft_prompts_equal_rollout_prompts(policy, monkeypatch, layout):
     model, tokenizer = policy
     thought = "the exit is near"
     cfg = RolloutConfig(group_size=1, max_turns=8, layout=layout)
-    monkeypatch.setattr(runner, "generate", _expert_generate(tokenizer, thought))
+    monkeypatch.setattr(hf_engine, "generate", _expert_generate(tokenizer, thought))
     rollout = run_rollout(model, tokenizer, CorridorEnv, SEEDS, cfg, seed=0)
     experts = expert_trajectories(tokenizer, CorridorEnv, SEEDS, cfg, thought)
     assert len(experts) == len(rollout.trajectories)

@@ -23,7 +23,8 @@ import torch
 from spear_rl.envs.base import Env, EnvTimeoutError, StepResult, call_with_timeout
 from spear_rl.models.tokenizer import pad_token_id, safe_decode, stop_token_ids
 from spear_rl.rollout.config import RolloutConfig, check_rollout_config
-from spear_rl.rollout.generation import generate
+from spear_rl.rollout.engines.base import GenerationEngine, Sampling
+from spear_rl.rollout.engines.hf import HFEngine
 from spear_rl.rollout.prompts import EpisodeRenderer
 from spear_rl.rollout.sample import Sample, Trajectory, Turn
 
@@ -63,14 +64,20 @@ def run_rollout(
     *,
     seed: int,
     step_offset_traj_id: int = 0,
+    engine: GenerationEngine | None = None,
 ) -> RolloutResult:
-    """Roll out `cfg.group_size` episodes of every task seed (group_id = index in task_seeds)."""
+    """Roll out `cfg.group_size` episodes of every task seed (group_id = index in task_seeds).
+
+    `engine` generates the responses; None samples from `model` itself (the `hf` engine)."""
     check_rollout_config(cfg)
     started = time.perf_counter()
     timings = {"generate": 0.0, "env": 0.0, "prompt": 0.0}
     stops = stop_token_ids(tokenizer)
     pad = pad_token_id(tokenizer)
     generator = torch.Generator(device=_generator_device(model)).manual_seed(seed)
+    if engine is None:
+        engine = HFEngine(model, pad, cfg.generation_batch_size)
+    sampling = Sampling(cfg.max_response_tokens, tuple(stops), cfg.temperature, cfg.top_p)
     counters = {"generated_turns": 0, "response_tokens": 0, "prompt_tokens": 0, "truncated": 0}
 
     episodes: list[_Episode] = []
@@ -111,23 +118,7 @@ def run_rollout(
             break
 
         t0 = time.perf_counter()
-        # Similar lengths share a batch, so little compute goes to left padding.
-        order = sorted(range(len(live)), key=lambda i: len(live[i].prompt))
-        outputs: list = [None] * len(live)
-        for start in range(0, len(order), cfg.generation_batch_size):
-            chunk = order[start : start + cfg.generation_batch_size]
-            generated = generate(
-                model,
-                [live[i].prompt for i in chunk],
-                cfg.max_response_tokens,
-                eos_token_ids=stops,
-                pad_token_id=pad,
-                temperature=cfg.temperature,
-                top_p=cfg.top_p,
-                generator=generator,
-            )
-            for i, out in zip(chunk, generated, strict=True):
-                outputs[i] = out
+        outputs = engine.generate([e.prompt for e in live], sampling, generator)
         timings["generate"] += time.perf_counter() - t0
 
         for episode, out in zip(live, outputs, strict=True):

@@ -1,0 +1,44 @@
+"""`rollout.engine` names -> engine builders, and what a builder is told about the run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from spear_rl.models.tokenizer import pad_token_id
+from spear_rl.registry import Registry
+from spear_rl.rollout.engines.base import GenerationEngine
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """What an engine needs to know beyond the policy (filled from the rollout config)."""
+
+    batch_size: int = 64  # most sequences generated at once
+    max_model_len: int = 1088  # longest prompt + response the engine must hold
+    seed: int = 0
+    gpu_memory_utilization: float = 0.3  # CUDA only: share of GPU memory vLLM may take
+    sleep: bool = True  # CUDA only: vLLM sleep mode frees its memory during the update
+
+
+EngineBuilder = Callable[..., GenerationEngine]
+ENGINES: Registry[EngineBuilder] = Registry("rollout engine")
+
+
+@ENGINES.register("hf")
+def _build_hf(model, tokenizer, settings: EngineSettings) -> GenerationEngine:
+    from spear_rl.rollout.engines.hf import HFEngine
+
+    return HFEngine(model, pad_token_id(tokenizer), settings.batch_size)
+
+
+@ENGINES.register("vllm")
+def _build_vllm(model, tokenizer, settings: EngineSettings) -> GenerationEngine:
+    from spear_rl.rollout.engines.vllm_engine import VLLMEngine
+
+    return VLLMEngine(model, tokenizer, settings)
+
+
+def make_engine(name: str, model, tokenizer, settings: EngineSettings) -> GenerationEngine:
+    """Build the engine called `name` for `model` (unknown names list the known ones)."""
+    return ENGINES.get(name)(model, tokenizer, settings)
