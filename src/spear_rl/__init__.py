@@ -1,3 +1,21 @@
-"""spear-rl: SPEAR (self-imitation with progressive exploration) for agentic RL of LLM agents."""
+"""spear-rl: SPEAR (self-imitation with progressive exploration) for agentic RL of LLM agents.
+
+The public API: `Env` / `StepResult` / `ToolEnv` to write environments, `build_config` and `train`
+to run from Python (docs/custom-env.md). `train` and `build_config` import torch on first use.
+"""
+
+from typing import Any
+
+from spear_rl.envs.base import Env, StepResult
+from spear_rl.envs.tool_env import ToolEnv
 
 __version__ = "0.1.0"
+__all__ = ["Env", "StepResult", "ToolEnv", "build_config", "train", "__version__"]
+
+
+def __getattr__(name: str) -> Any:  # lazy: writing an env must not pull in torch
+    if name in ("build_config", "train"):
+        from spear_rl import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'spear_rl' has no attribute {name!r}")

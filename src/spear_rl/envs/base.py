@@ -47,6 +47,8 @@ class Env(ABC):
     #: env reward of a turn without a valid action. An env that charges every move a time cost
     #: charges it here too; otherwise an invalid reply is a free no-op that RL learns to prefer.
     invalid_turn_reward: float = 0.0
+    #: feedback (the next message in the `whole` layout) after a response without an action
+    invalid_feedback: str = INVALID_ACTION_FEEDBACK
 
     def __init__(self) -> None:
         self.task: str = ""  # the instruction for this episode
@@ -69,7 +71,7 @@ class Env(ABC):
         self.turns += 1
         action = self.parse_action(response)
         if action is None:
-            info = {"valid": False, "tool_call": False, "feedback": INVALID_ACTION_FEEDBACK}
+            info = {"valid": False, "tool_call": False, "feedback": self.invalid_feedback}
             result = StepResult(self.observation, self.invalid_turn_reward, False, info)
         else:
             result = self._step_action(action)
@@ -86,6 +88,10 @@ class Env(ABC):
 
     def parse_action(self, response: str) -> str | None:
         return parse_tagged_action(response)
+
+    def prompt_setup(self, template_renders_tools: bool) -> tuple[str, list[dict] | None]:
+        """(system prompt, tool schemas for the chat template); tool envs (ToolEnv) override it."""
+        return self.system_prompt, None
 
     @property
     def admissible_actions(self) -> list[str] | None:
@@ -131,12 +137,14 @@ def register_env(name: str):
 
 
 def make_env(name: str, **kwargs: Any) -> Env:
-    """Build a registered env by name, importing the built-in families on first use."""
-    _import_builtin_envs()
-    return ENVS.get(name)(**kwargs)
+    """Build an env from a registered name, an installed `spear_rl.envs` entry point, or an import
+    path `package.module:Class` (see envs/resolve.py); `kwargs` go to its constructor."""
+    from spear_rl.envs.resolve import build_env
+
+    return build_env(name, kwargs)
 
 
-def _import_builtin_envs() -> None:
+def import_builtin_envs() -> None:
     import importlib
 
     for module in ("sokoban", "alfworld", "webshop", "math_tool"):

@@ -10,6 +10,10 @@ assistant turn the env's next message (the observation, or the env's feedback af
 turn) is appended as a chat message of role `env.observation_role`, followed by the generation
 prompt, both tokenised through the chat template. Earlier tokens are never re-tokenised.
 
+Tool envs (`ToolEnv`) hand their tools' JSON schemas to the chat template when it renders tools
+(Qwen2.5 and other tool-capable models); for a template that does not (the tiny model's ChatML) the
+env's system prompt describes them instead (`env_prompt_setup`).
+
 Model text and env text are untrusted: the chat template is applied with
 `sanitize_control_tokens=True`, so a literal "<|im_end|>" inside a message is encoded as plain text
 and cannot forge a turn boundary.
@@ -20,6 +24,7 @@ makes SFT prompts identical to rollout prompts.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 
 from spear_rl.envs.base import Env, StepResult
@@ -70,15 +75,47 @@ def render_observation_message(observation: str, admissible: Sequence[str] | Non
     return observation
 
 
-def _chat_ids(tokenizer, messages: list[dict[str, str]], add_generation_prompt: bool) -> list[int]:
+def _chat_ids(
+    tokenizer,
+    messages: list[dict[str, str]],
+    add_generation_prompt: bool,
+    tools: list[dict] | None = None,
+) -> list[int]:
     ids = tokenizer.apply_chat_template(
         messages,
+        tools=tools,
         add_generation_prompt=add_generation_prompt,
         tokenize=True,
         return_dict=False,
         sanitize_control_tokens=True,
     )
     return [int(t) for t in ids]
+
+
+_PROBE_TOOL = {
+    "type": "function",
+    "function": {"name": "probe", "description": "d", "parameters": {"type": "object"}},
+}
+_RENDERS_TOOLS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def template_renders_tools(tokenizer) -> bool:
+    """Whether the tokenizer's chat template shows tool schemas (Qwen2.5 and other tool-capable
+    models do; the tiny model's ChatML does not): a probe rendered with and without one tool."""
+    known = _RENDERS_TOOLS.get(tokenizer)
+    if known is None:
+        chat = [{"role": "user", "content": "u"}]
+        with_tool = _chat_ids(tokenizer, chat, True, [_PROBE_TOOL])
+        known = with_tool != _chat_ids(tokenizer, chat, True)
+        _RENDERS_TOOLS[tokenizer] = known
+    return known
+
+
+def env_prompt_setup(tokenizer, env: Env) -> tuple[str, list[dict] | None]:
+    """(system prompt, tool schemas for the template) of an env, for this tokenizer."""
+    if type(env).prompt_setup is Env.prompt_setup:  # an env without tools: skip the probe
+        return env.system_prompt, None
+    return env.prompt_setup(template_renders_tools(tokenizer))
 
 
 def build_turn_prompt(
@@ -88,11 +125,13 @@ def build_turn_prompt(
     history: Sequence[tuple[str, str]],
     observation: str,
     admissible: Sequence[str] | None,
+    tools: list[dict] | None = None,
 ) -> list[int]:
     """Token ids of the chat (system, user) + generation prompt for one per_turn step.
 
     `history` holds the (observation, action) pairs to show, oldest first; the caller passes the
-    last `history_turns` of them (EpisodeRenderer does).
+    last `history_turns` of them (EpisodeRenderer does). `tools`: JSON schemas handed to the chat
+    template (for a template that renders them; see `env_prompt_setup`).
     """
     messages = []
     if env_system_prompt:
@@ -100,7 +139,7 @@ def build_turn_prompt(
     messages.append(
         {"role": "user", "content": render_user_message(task, history, observation, admissible)}
     )
-    return _chat_ids(tokenizer, messages, add_generation_prompt=True)
+    return _chat_ids(tokenizer, messages, add_generation_prompt=True, tools=tools)
 
 
 def env_message_ids(tokenizer, role: str, content: str) -> list[int]:
@@ -155,15 +194,17 @@ class EpisodeRenderer:
     def _per_turn_prompt(self) -> list[int] | None:
         admissible = self._admissible()
         shown = min(self.cfg.history_turns, len(self.history))
+        system_prompt, tools = env_prompt_setup(self.tokenizer, self.env)
         while True:
             history = self.history[len(self.history) - shown :] if shown else []
             ids = build_turn_prompt(
                 self.tokenizer,
-                self.env.system_prompt,
+                system_prompt,
                 self.env.task,
                 history,
                 self.env.observation,
                 admissible,
+                tools,
             )
             if len(ids) <= self.cfg.max_prompt_tokens:
                 return ids
@@ -173,13 +214,15 @@ class EpisodeRenderer:
 
     def _whole_prompt(self) -> list[int] | None:
         if self.first_prompt is None:
+            system_prompt, tools = env_prompt_setup(self.tokenizer, self.env)
             self.first_prompt = build_turn_prompt(
                 self.tokenizer,
-                self.env.system_prompt,
+                system_prompt,
                 self.env.task,
                 [],
                 self.env.observation,
                 self._admissible(),
+                tools,
             )
         if self._pending_env_message is not None:
             role = self.env.observation_role

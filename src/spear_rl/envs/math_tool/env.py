@@ -23,15 +23,20 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from spear_rl.envs.base import INVALID_ACTION_FEEDBACK, Env, StepResult, register_env
+from spear_rl.envs.base import StepResult, register_env
 from spear_rl.envs.math_tool.data import MathProblem, load_problems
 from spear_rl.envs.math_tool.response_parsing import (
     TOOL_FORMATS,
+    TOOL_NAME,
+    first_tool_call,
     format_tool_call,
-    parse_response,
+    python,
+    read_answer,
 )
 from spear_rl.envs.math_tool.sandbox import SandboxLimits, check_sandbox, run_code
 from spear_rl.envs.math_tool.verify import answers_match, require_math_verify
+from spear_rl.envs.tool_calls import BadToolCall, ToolCall
+from spear_rl.envs.tool_env import ToolEnv
 
 CORRECT_REWARD = 1.0
 WRONG_REWARD = -1.0
@@ -68,9 +73,14 @@ def build_invalid_feedback(tool_format: str) -> str:
 
 
 @register_env("math_tool")
-class MathToolEnv(Env):
+class MathToolEnv(ToolEnv):
+    """A `ToolEnv` with one tool, `python`, run in the sandbox. It keeps its own prompt text (which
+    describes the tool and both call formats: `tool_prompt = "none"`), also reads fenced python
+    blocks as calls, answers in `\\boxed{}`, and adds budgets."""
+
     name = "math_tool"
-    observation_role = "tool"
+    tools = (python,)
+    tool_prompt = "none"
 
     def __init__(
         self,
@@ -117,7 +127,7 @@ class MathToolEnv(Env):
             max_turns,
         )
         self.expert_direct_prob = expert_direct_prob
-        self.system_prompt = build_system_prompt(tool_format, max_tool_turns)
+        self.instructions = build_system_prompt(tool_format, max_tool_turns)
         self.invalid_feedback = build_invalid_feedback(tool_format)
         # Where a rollout may stop generating so that nothing follows a tool call.
         self.tool_call_stop_strings = ["</tool_call>"] if tool_format != "markdown" else []
@@ -137,8 +147,6 @@ class MathToolEnv(Env):
 
     def step(self, response: str) -> StepResult:
         result = super().step(response)
-        if not result.info["valid"] and result.info.get("feedback") == INVALID_ACTION_FEEDBACK:
-            result.info["feedback"] = self.invalid_feedback  # the base text is about <action> tags
         if not result.done and self.turns >= self.max_turns:
             result.done = self.done = True
             result.reward = WRONG_REWARD
@@ -146,21 +154,23 @@ class MathToolEnv(Env):
         result.info["tool_calls"] = self.tool_calls
         return result
 
-    def parse_action(self, response: str) -> str | None:
-        """'tool:<code>', 'answer:<answer>', 'malformed:<what is wrong>', or None (invalid turn)."""
-        parsed = parse_response(response, self.tool_format)
-        return None if parsed is None else f"{parsed.kind}:{parsed.text}"
+    def find_tool_call(self, response: str) -> ToolCall | BadToolCall | None:
+        """The first call in `tool_format` (a hermes call read against the tool's schema)."""
+        parsed = first_tool_call(response, self.tool_format)
+        if parsed is None:
+            return None
+        if parsed.kind == "malformed":
+            return BadToolCall(parsed.text)
+        return ToolCall(TOOL_NAME, {"code": parsed.text})
 
-    def _step_action(self, action: str) -> StepResult:
-        kind, _, text = action.partition(":")
-        if kind == "tool":
-            return self._run_tool(text)
-        if kind == "answer":
-            return self._answer(text)
-        feedback = f"Invalid tool call: {text}."
-        # a malformed call is no action at all: a void turn for the incomplete filter
-        info = {"valid": False, "tool_call": False, "parsed": False, "feedback": feedback}
-        return StepResult(self.observation, 0.0, False, info)
+    def parse_answer(self, response: str) -> str | None:
+        return read_answer(response)
+
+    def call_tool(self, call: ToolCall) -> StepResult:
+        return self._run_tool(call.arguments["code"])
+
+    def final_answer(self, answer: str) -> StepResult:
+        return self._answer(answer)
 
     def _run_tool(self, code: str) -> StepResult:
         if self.tool_turns >= self.max_tool_turns:
@@ -178,6 +188,7 @@ class MathToolEnv(Env):
             "tool_ok": result.ok,
             "tool_reason": result.reason,
             "tool_seconds": result.seconds,
+            "tool_isolation": result.isolation,  # the sandbox level that ran it
         }
         return StepResult(observation, 0.0, False, info)
 
@@ -208,10 +219,6 @@ class MathToolEnv(Env):
             )
         lead = "So the answer is" if self.tool_calls else "The answer is"
         return f"{lead} \\boxed{{{problem.answer}}}."
-
-    def format_action(self, action: str, thought: str = "") -> str:
-        """Expert actions are whole responses already; a thought goes in front."""
-        return f"{thought}\n{action}" if thought else action
 
 
 def _as_limits(sandbox: Any) -> SandboxLimits:

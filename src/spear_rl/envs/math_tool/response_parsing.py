@@ -23,17 +23,24 @@ cap costs milliseconds (`tests/envs/test_parsing.py` times 400k-character ones).
 
 from __future__ import annotations
 
-import json
+import functools
 import re
 from dataclasses import dataclass
 
 from spear_rl.envs.parsing import MAX_PARSE_CHARS
+from spear_rl.envs.tool_calls import (
+    HERMES_CALL_RE,
+    BadToolCall,
+    ToolCall,
+    function_schema,
+    read_tool_call,
+)
+from spear_rl.envs.tool_calls import format_tool_call as format_hermes_call
 
 TOOL_FORMATS = ("auto", "hermes", "markdown")
 TOOL_NAME = "python"
 MAX_ANSWER_CHARS = 1000
 
-_HERMES = re.compile(r"<tool_call>(.*?)(?:</tool_call>|\Z)", re.DOTALL)
 _MARKDOWN = re.compile(r"```(?:python|py)[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL | re.IGNORECASE)
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 
@@ -42,6 +49,15 @@ _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 class ParsedResponse:
     kind: str  # "tool" | "answer" | "malformed"
     text: str  # the code, the answer, or what is wrong with the tool call
+
+
+def python(code: str) -> str:
+    """Run Python code in a sandbox and return what it prints.
+
+    Args:
+        code: the program to run; print() what you need
+    """
+    raise NotImplementedError("MathToolEnv runs the code in its sandbox")  # a schema, never called
 
 
 def parse_response(text: str, tool_format: str = "auto") -> ParsedResponse | None:
@@ -55,16 +71,22 @@ def parse_response(text: str, tool_format: str = "auto") -> ParsedResponse | Non
     tool = first_tool_call(text, tool_format)
     if tool is not None:
         return tool
+    answer = read_answer(text)
+    return None if answer is None else ParsedResponse("answer", answer)
+
+
+def read_answer(text: str) -> str | None:
+    """The final `\\boxed{}` answer, or None when there is no usable one."""
     answer = extract_boxed(text)
     if answer is None or len(answer) > MAX_ANSWER_CHARS or "\ufffd" in answer:
         return None
-    return ParsedResponse("answer", answer)
+    return answer
 
 
 def first_tool_call(text: str, tool_format: str = "auto") -> ParsedResponse | None:
     found: list[tuple[int, ParsedResponse]] = []
     if tool_format in ("auto", "hermes"):
-        match = _HERMES.search(text)
+        match = HERMES_CALL_RE.search(text)
         if match:
             found.append((match.start(), _read_hermes(match.group(1))))
     if tool_format in ("auto", "markdown"):
@@ -75,31 +97,11 @@ def first_tool_call(text: str, tool_format: str = "auto") -> ParsedResponse | No
 
 
 def _read_hermes(body: str) -> ParsedResponse:
-    expected = f'expected {{"name": "{TOOL_NAME}", "arguments": {{"code": "..."}}}}'
-    try:
-        call = json.loads(body.strip())
-    except (json.JSONDecodeError, RecursionError) as err:
-        message = err.msg if isinstance(err, json.JSONDecodeError) else "nested too deeply"
-        return ParsedResponse(
-            "malformed", f"the tool call is not valid JSON ({message}); {expected}"
-        )
-    if not isinstance(call, dict):
-        return ParsedResponse("malformed", f"the tool call is not a JSON object; {expected}")
-    name = call.get("name")
-    if name != TOOL_NAME:
-        return ParsedResponse("malformed", f"unknown tool {name!r}: the only tool is {TOOL_NAME!r}")
-    arguments = call.get("arguments", call.get("parameters"))
-    if isinstance(arguments, str):  # OpenAI style: arguments as a JSON string
-        try:
-            arguments = json.loads(arguments)
-        except json.JSONDecodeError:
-            arguments = None
-    code = arguments.get("code") if isinstance(arguments, dict) else None
-    if not isinstance(code, str):
-        return ParsedResponse(
-            "malformed", f"the tool call has no string arguments.code; {expected}"
-        )
-    return ParsedResponse("tool", code)
+    """A Hermes call read by the shared tool-call reader against the one tool's schema."""
+    call: ToolCall | BadToolCall = read_tool_call(body, {TOOL_NAME: python_schema()})
+    if isinstance(call, BadToolCall):
+        return ParsedResponse("malformed", call.reason)
+    return ParsedResponse("tool", call.arguments["code"])
 
 
 def extract_boxed(text: str) -> str | None:
@@ -128,5 +130,10 @@ def format_tool_call(code: str, tool_format: str = "hermes") -> str:
     """A tool call in the given format (what the expert and the system prompt show)."""
     if tool_format == "markdown":
         return f"```python\n{code}\n```"
-    call = json.dumps({"name": TOOL_NAME, "arguments": {"code": code}})
-    return f"<tool_call>\n{call}\n</tool_call>"
+    return format_hermes_call(TOOL_NAME, {"code": code})
+
+
+@functools.cache
+def python_schema() -> dict:
+    """The JSON schema of the one tool (built on first use: it imports transformers)."""
+    return function_schema(python)

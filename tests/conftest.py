@@ -1,0 +1,42 @@
+"""Fixtures shared across test folders."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLE_PACKAGE = Path(__file__).parent / "custom_env_pkg"
+
+
+@pytest.fixture(scope="session")
+def example_envs_site(tmp_path_factory) -> Path:
+    """A folder where pip installed tests/custom_env_pkg (the envs of docs/custom-env.md) with
+    its metadata, so its `spear_rl.envs` entry points are real: put it on sys.path to use it."""
+    tmp = tmp_path_factory.mktemp("example_envs")
+    source, site = tmp / "src", tmp / "site"
+    shutil.copytree(
+        EXAMPLE_PACKAGE, source, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--disable-pip-version-check",
+            "--target",
+            str(site),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return site
