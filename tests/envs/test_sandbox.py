@@ -538,6 +538,12 @@ def safe_limits(level: str) -> SandboxLimits:
     return limits
 
 
+@pytest.fixture
+def sandbox_here() -> None:
+    """Tests of the tool's contract at the default level: skipped where no safe level can run."""
+    safe_limits(TEST_LIMITS.isolation)
+
+
 @pytest.fixture(scope="module", params=SAFE_LEVELS)
 def battery_results(request, listener, host_secrets):
     limits = safe_limits(request.param)
@@ -728,7 +734,7 @@ def test_empty_and_oversized_code_are_tool_messages():
     assert huge.reason == "invalid_code" and "too long" in huge.output
 
 
-def test_stdout_is_returned_and_error_shows_stdout_then_traceback_tail():
+def test_stdout_is_returned_and_error_shows_stdout_then_traceback_tail(sandbox_here):
     ok = run_code("print(sum(range(101)))", TEST_LIMITS)
     assert ok == ToolResult("5050\n", True, "ok", ok.seconds, isolation_level(TEST_LIMITS))
     err = run_code("print('partial')\nraise ValueError('boom')", TEST_LIMITS)
@@ -746,7 +752,7 @@ def test_truncate_middle_keeps_both_ends_and_counts_what_it_cut():
     assert truncate_middle("short", 120) == "short"
 
 
-def test_parallel_runs_do_not_block_each_other():
+def test_parallel_runs_do_not_block_each_other(sandbox_here):
     # each program prints when it started and ended its sleep; run one after another, every start
     # would come after the previous end. No threshold on the total time (the machine may be busy).
     program = "import time\nstart = time.time()\ntime.sleep(2)\nprint({i}, start, time.time())"
@@ -757,7 +763,7 @@ def test_parallel_runs_do_not_block_each_other():
     assert max(starts) < min(ends)  # all six were sleeping at the same moment
 
 
-def test_a_broken_sandbox_is_a_tool_message_not_a_crash(monkeypatch):
+def test_a_broken_sandbox_is_a_tool_message_not_a_crash(monkeypatch, sandbox_here):
     def explode(*args, **kwargs):
         raise OSError("no such tool")
 
@@ -800,7 +806,7 @@ def test_missing_bwrap_refuses_unless_opted_in_and_then_warns(monkeypatch, caplo
     assert result.output == "9\n" and result.isolation == level
 
 
-def test_rlimits_still_apply_without_prlimit(monkeypatch):
+def test_rlimits_still_apply_without_prlimit(monkeypatch, sandbox_here):
     without_tool(monkeypatch, "prlimit")  # the preexec_fn fallback sets them
     memory, threads = run_code_batch(["b = bytearray(2 * 1024**3)", SPAWN_THREADS], TEST_LIMITS)
     assert memory.reason == "memory_limit" and threads.reason == "process_limit"

@@ -13,6 +13,7 @@ The child enters the group before anything runs: a `sh` prefix writes its own pi
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import os
 import signal
@@ -77,6 +78,7 @@ def _mounts() -> list[tuple[str, str, str]]:
     return found
 
 
+@functools.cache  # where this process sits does not change; mountinfo is not re-read per call
 def _v2_parent() -> tuple[str | None, str]:
     groups = _self_groups()
     mount = next((m for m, fstype, _ in _mounts() if fstype == "cgroup2"), None)
@@ -102,6 +104,7 @@ def _v2_parent() -> tuple[str | None, str]:
     return parent, ""
 
 
+@functools.cache
 def _v1_parents() -> tuple[dict[str, str] | None, str]:
     groups = _self_groups()
     parents = {}

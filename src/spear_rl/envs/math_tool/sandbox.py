@@ -218,7 +218,7 @@ def _log_choice(found: _Resolved, failures: list[str], cgroup_why: str) -> None:
     if found.level not in SAFE_LEVELS:
         problems.append(f"for a safe sandbox, {INSTALL_HINT}")
     if problems or not found.cgroup:
-        logger.warning("%s. %s", line, ". ".join(problems) or "")
+        logger.warning(". ".join([line, *problems]))
     else:
         logger.info(line)
 
