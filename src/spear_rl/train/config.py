@@ -73,7 +73,7 @@ class TrainConfig(Settings):
     micro_batch_size: int = setting(
         64, "samples per forward/backward (memory only; exact gradients)", ge=1
     )
-    seed: int = setting(0, "everything random derives from (seed, step)")
+    seed: int = setting(0, "everything random derives from (seed, step)", ge=0)
     eval_every: int = setting(10, "evaluate every this many steps; 0 = only before and after", ge=0)
     eval_episodes: int = setting(64, "held-out episodes per evaluation", ge=1)
     checkpoint_every: int = setting(
@@ -162,17 +162,33 @@ def read_recipe(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     path = path.resolve()
     if path in _seen:
         raise ConfigError(f"recipe inheritance loops through {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"recipe {path} is not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"recipe {path} must be a mapping of sections, got {type(data).__name__}")
+    data = read_yaml_mapping(path, "recipe")
     parents = data.pop("inherit", None) or []
     merged: dict[str, Any] = {}
     for parent in [parents] if isinstance(parents, str) else parents:
         merged = deep_merge(merged, read_recipe(path.parent / parent, (*_seen, path)))
     return deep_merge(merged, data)
+
+
+def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
+    """A YAML file of sections (a recipe, a run's config.yaml); every way it can be unreadable is
+    one ConfigError naming the file."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{what} {path} is not UTF-8 text (bad byte at offset {err.start}); save it as UTF-8"
+        ) from None
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as err:
+        raise ConfigError(f"cannot read {what} {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise ConfigError(f"{what} {path} is not valid YAML{line}: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {path} must be a mapping of sections, got {type(data).__name__}")
+    return data
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
