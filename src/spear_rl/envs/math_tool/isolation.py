@@ -36,7 +36,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 
-from spear_rl.envs.math_tool.limits import LEVELS, SandboxLimits
+from spear_rl.envs.math_tool.limits import LEVELS, SandboxLimits, SandboxUnavailableError
 
 # uids handed to sandboxed programs when the trainer is root; override for containers that map
 # another range (the default sits below nobody=65534, in the range Debian leaves unallocated).
@@ -54,10 +54,6 @@ _ETC_ENTRIES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "alter
 # numbers and algebra for a math agent; everything else in site-packages is hidden.
 RUNTIME_PACKAGES = ("numpy", "sympy", "mpmath")
 _LOCK_DIR = os.path.join(tempfile.gettempdir(), "spear_rl_sandbox_uids")
-
-
-class SandboxUnavailableError(RuntimeError):
-    """The requested isolation level cannot run on this machine (the message says why and what to do)."""
 
 
 def running_as_root() -> bool:

@@ -13,9 +13,18 @@ UNSAFE_LEVELS = tuple(level for level in LEVELS if level not in SAFE_LEVELS)
 INSTALL_HINT = "install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap)"
 # What the weaker levels leave open (said in every error and warning about them).
 UNSAFE_GAPS = (
-    "model code can read host files its uid may read, connect to host Unix sockets, leave files "
-    "in /tmp, /var/tmp and /dev/shm for later calls, and use memory_mb per process, not in all"
+    "model code can read host files its uid may read, connect to host Unix sockets, import "
+    "whatever the host's Python has, and leave files in /tmp, /var/tmp and /dev/shm (unbounded) "
+    "for later calls"
 )
+
+
+class SandboxUnavailableError(RuntimeError):
+    """The requested isolation level cannot run on this machine (the message says why and what to do)."""
+
+
+class SandboxConfigError(SandboxUnavailableError, ValueError):
+    """A sandbox setting that cannot work (a ValueError; the CLI prints it as one line)."""
 
 
 @dataclass(frozen=True)
@@ -43,20 +52,23 @@ class SandboxLimits:
         ]
         for name in positive:
             if not getattr(self, name) > 0:
-                raise ValueError(f"SandboxLimits.{name} must be > 0, got {getattr(self, name)!r}")
+                raise SandboxConfigError(
+                    f"SandboxLimits.{name} must be > 0, got {getattr(self, name)!r}"
+                )
         if self.isolation not in ("auto", *LEVELS):
-            raise ValueError(
+            raise SandboxConfigError(
                 f"SandboxLimits.isolation must be one of auto, {', '.join(LEVELS)}; "
                 f"got {self.isolation!r}"
             )
         if not isinstance(self.allow_unsafe, bool):
-            raise ValueError(
+            raise SandboxConfigError(
                 f"SandboxLimits.allow_unsafe must be true or false, got {self.allow_unsafe!r}"
             )
         if self.isolation in UNSAFE_LEVELS and not self.allow_unsafe:
-            raise ValueError(
-                f"sandbox isolation {self.isolation!r} is unsafe ({UNSAFE_GAPS}); use isolation=bwrap "
-                f"({INSTALL_HINT}), or accept it with allow_unsafe=true"
+            raise SandboxConfigError(
+                f"sandbox isolation {self.isolation!r} is unsafe: {UNSAFE_GAPS}. For a safe "
+                f"sandbox, {INSTALL_HINT} and use isolation=auto; to accept this level, set "
+                "env.kwargs.sandbox.allow_unsafe=true"
             )
 
     @classmethod
@@ -65,7 +77,7 @@ class SandboxLimits:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(
+            raise SandboxConfigError(
                 f"unknown sandbox limit(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
             )
         return cls(**values)
