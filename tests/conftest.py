@@ -40,3 +40,16 @@ def example_envs_site(tmp_path_factory) -> Path:
         capture_output=True,
     )
     return site
+
+
+@pytest.fixture
+def fresh_example_modules(monkeypatch):
+    """The example package (and test modules named user_envs*) is imported anew by each test, and
+    sys.path / sys.modules are left as they were."""
+    prefixes = ("spear_example_envs", "user_envs")
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    for name in [m for m in sys.modules if m.startswith(prefixes)]:
+        monkeypatch.delitem(sys.modules, name)
+    yield
+    for name in [m for m in sys.modules if m.startswith(prefixes)]:
+        del sys.modules[name]

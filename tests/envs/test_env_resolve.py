@@ -14,18 +14,7 @@ from spear_rl.registry import UnknownNameError
 
 
 @pytest.fixture
-def fresh_modules(monkeypatch):
-    """Each test imports the example package anew and leaves sys.path / sys.modules as they were."""
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    for name in [m for m in sys.modules if m.startswith(("spear_example_envs", "user_envs"))]:
-        monkeypatch.delitem(sys.modules, name)
-    yield
-    for name in [m for m in sys.modules if m.startswith(("spear_example_envs", "user_envs"))]:
-        del sys.modules[name]
-
-
-@pytest.fixture
-def user_module(tmp_path, monkeypatch, fresh_modules):
+def user_module(tmp_path, monkeypatch, fresh_example_modules):
     """A module `user_envs` on sys.path with a few right and wrong env objects."""
     (tmp_path / "user_envs.py").write_text(
         textwrap.dedent(
@@ -105,7 +94,9 @@ def test_bad_kwargs_of_a_builtin_env_name_its_parameters():
         make_env("sokoban", colour="red")
 
 
-def test_installed_entry_points_register_names(example_envs_site, monkeypatch, fresh_modules):
+def test_installed_entry_points_register_names(
+    example_envs_site, monkeypatch, fresh_example_modules
+):
     assert "guess" not in known_env_names()
     monkeypatch.syspath_prepend(str(example_envs_site))
     points = env_entry_points()  # read from the installed package's metadata
@@ -117,7 +108,9 @@ def test_installed_entry_points_register_names(example_envs_site, monkeypatch, f
     assert resolve_env("shop").__name__ == "ShopEnv"
 
 
-def test_a_broken_entry_point_says_which(example_envs_site, tmp_path, monkeypatch, fresh_modules):
+def test_a_broken_entry_point_says_which(
+    example_envs_site, tmp_path, monkeypatch, fresh_example_modules
+):
     info = tmp_path / "broken_envs-1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-envs\nVersion: 1.0\n")
