@@ -13,7 +13,7 @@ from spear_rl.envs.math_tool.arith import FAMILIES
 from spear_rl.envs.math_tool.data import load_problems
 from spear_rl.envs.math_tool.env import FIRST_OBSERVATION, LAST_TOOL_CALL_NOTE, MathToolEnv
 from spear_rl.envs.math_tool.response_parsing import extract_boxed, parse_response
-from spear_rl.envs.math_tool.sandbox import SandboxLimits, run_code_batch
+from spear_rl.envs.math_tool.sandbox import SandboxLimits, isolation_level, run_code_batch
 from spear_rl.envs.math_tool.verify import answers_match, require_math_verify
 
 FAST = {"cpu_seconds": 2, "wall_seconds": 5}
@@ -78,6 +78,7 @@ def test_tool_call_then_correct_answer_is_plus_one(problem_file):
     assert first.observation == "2\n"
     assert (first.reward, first.done) == (0.0, False)
     assert first.info["valid"] and first.info["tool_call"] and first.info["tool_ok"]
+    assert first.info["tool_isolation"] == isolation_level(env.limits)  # the level that ran it
     assert env.observation == "2\n"
     final = env.step("The tool says 2, so \\boxed{2}.")
     assert (final.reward, final.done) == (1.0, True)
