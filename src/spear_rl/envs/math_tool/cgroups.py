@@ -16,6 +16,7 @@ import contextlib
 import functools
 import itertools
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -140,11 +141,14 @@ def _probe() -> tuple[str | None, str]:
         try:
             with make(version, memory_mb=64, max_processes=4) as group:
                 joined = subprocess.run(
-                    [*group.enter_prefix(), "/bin/true"], capture_output=True, timeout=10
+                    [*group.enter_prefix(), "/bin/sh", "-c", "exit 0"],
+                    capture_output=True,
+                    timeout=10,
                 )
                 if joined.returncode != 0:
                     raise _Unavailable(f"cannot join it: {joined.stderr.decode()[-200:].strip()}")
-                return version, ""
+            _remove_stale(version)
+            return version, ""
         except (OSError, ValueError, IndexError, subprocess.SubprocessError, _Unavailable) as err:
             reasons.append(f"{version}: {err}")
     return None, "; ".join(reasons)
@@ -152,6 +156,24 @@ def _probe() -> tuple[str | None, str]:
 
 class _Unavailable(Exception):
     pass
+
+
+_NAME = re.compile(r"spear_sandbox_(\d+)_\d+")
+
+
+def _remove_stale(version: str) -> None:
+    """Groups left by trainers that were killed mid-call (their pid is gone): empty and remove."""
+    if version == "v2":
+        parents = [_v2_parent()[0]]
+    else:
+        found = _v1_parents()[0]
+        parents = list(found.values()) if found else []
+    for parent in filter(None, parents):
+        for entry in os.listdir(parent):
+            match = _NAME.fullmatch(entry)
+            if match and not os.path.exists(f"/proc/{match.group(1)}"):
+                with contextlib.suppress(OSError):
+                    _empty_and_remove(os.path.join(parent, entry))
 
 
 @contextlib.contextmanager
