@@ -818,3 +818,27 @@ SPAWN_THREADS = (
     "while True:\n"
     "    threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
 )
+
+
+def test_cgroups_left_by_a_killed_trainer_are_removed():
+    version, why = cgroups.support()
+    if version is None:
+        pytest.skip(f"no cgroup can be made here: {why}")
+    # a group named for a pid that no longer exists, as a trainer killed mid-call leaves it
+    dead = _reaped_pid()
+    with cgroups.make(version, memory_mb=64, max_processes=4) as group:
+        stale = [
+            d.replace(f"spear_sandbox_{os.getpid()}_", f"spear_sandbox_{dead}_") for d in group.dirs
+        ]
+    for path in stale:
+        os.mkdir(path)
+    cgroups._remove_stale(version)
+    assert [p for p in stale if os.path.exists(p)] == []
+
+
+def _reaped_pid() -> int:
+    """The pid of a child that has exited and been reaped (so /proc has no entry for it)."""
+    child = subprocess.Popen(["/bin/sh", "-c", "exit 0"])
+    child.wait()
+    assert not os.path.exists(f"/proc/{child.pid}")
+    return child.pid
