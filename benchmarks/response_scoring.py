@@ -21,7 +21,7 @@ import torch
 
 from spear_rl.models.forward import token_logprobs
 from spear_rl.train.config import load_config
-from spear_rl.train.trainer import make_env_factory
+from spear_rl.train.runtime import make_env_factory
 from spear_rl.train.warm_start import build_policy
 
 

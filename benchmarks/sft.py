@@ -18,7 +18,7 @@ from pathlib import Path
 
 from spear_rl.train.config import load_config, parse_overrides
 from spear_rl.train.evaluate import eval_seeds, evaluate_policy
-from spear_rl.train.trainer import make_env_factory, set_threads
+from spear_rl.train.runtime import make_env_factory, set_threads
 from spear_rl.train.warm_start import initial_policy
 
 

@@ -27,8 +27,9 @@ from spear_rl.models.tokenizer import pad_token_id
 from spear_rl.rollout.batch import collate_samples
 from spear_rl.rollout.runner import run_rollout
 from spear_rl.train.config import load_config, parse_overrides
+from spear_rl.train.runtime import make_env_factory, set_threads, task_seeds
 from spear_rl.train.scoring import score_batch
-from spear_rl.train.trainer import make_env_factory, set_threads, task_seeds, update_settings
+from spear_rl.train.settings import update_settings
 from spear_rl.train.update import policy_update
 from spear_rl.train.warm_start import initial_policy
 

@@ -157,7 +157,7 @@ def task_messages(seed: int, args: argparse.Namespace) -> list[dict[str, str]]:
 
 def step_task_seeds(args: argparse.Namespace) -> list[list[int]]:
     """Task seeds of every step exactly as spear-rl's trainer draws them (TRL gets the same)."""
-    from spear_rl.train.trainer import task_seeds
+    from spear_rl.train.runtime import task_seeds
 
     cfg = spear_config(args, model_dir="unused", output_dir="unused")
     return [task_seeds(cfg, step) for step in range(1, args.steps + 1)]

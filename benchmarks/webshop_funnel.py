@@ -20,7 +20,7 @@ from pathlib import Path
 from spear_rl.envs.webshop.funnel import STAGES, funnel_summary
 from spear_rl.train.config import load_config, parse_overrides
 from spear_rl.train.evaluate import evaluate_policy
-from spear_rl.train.trainer import make_env_factory, set_threads
+from spear_rl.train.runtime import make_env_factory, set_threads
 from spear_rl.train.warm_start import build_policy, initial_policy
 
 

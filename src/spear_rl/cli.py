@@ -193,7 +193,8 @@ def cmd_train(args: argparse.Namespace, overrides: dict, load_config) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from spear_rl.train.checkpoint import latest_checkpoint
-    from spear_rl.train.trainer import load_run_config, make_env_factory, pick_device
+    from spear_rl.train.run_dir import load_run_config
+    from spear_rl.train.runtime import make_env_factory, pick_device
     from spear_rl.train.warm_start import build_policy
 
     path = Path(args.run_dir)

@@ -77,8 +77,8 @@ def test_sft_progress_prints_a_line_per_tenth_of_the_run():
 
 def test_a_fresh_tiny_policy_keeps_the_envs_terms_whole():
     pytest.importorskip("rank_bm25")
+    from spear_rl.train.runtime import make_env_factory
     from spear_rl.train.sft import expert_trajectories
-    from spear_rl.train.trainer import make_env_factory
     from spear_rl.train.warm_start import build_policy
 
     cfg = load_config(

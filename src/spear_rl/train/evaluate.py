@@ -10,6 +10,8 @@ from spear_rl.envs.base import EVAL_SEED_OFFSET, Env
 from spear_rl.rollout.config import RolloutConfig
 from spear_rl.rollout.runner import run_rollout
 from spear_rl.rollout.sample import Trajectory
+from spear_rl.train.config import Config
+from spear_rl.train.runtime import derive_seed
 
 
 def eval_seeds(episodes: int) -> list[int]:
@@ -73,3 +75,28 @@ def write_trajectories(path: Path, trajectories: list[Trajectory], limit: int) -
     chosen = sorted(trajectories, key=lambda t: not t.won)[:limit]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n\n".join(render_trajectory(t) for t in chosen), encoding="utf-8")
+
+
+def evaluate_at_step(
+    model, tokenizer, env_factory, cfg: Config, run_dir: Path, step: int
+) -> dict[str, float]:
+    """Evaluate at a training step (0 = before training) and write its rendered trajectories."""
+    metrics, trajectories = evaluate_policy(
+        model,
+        tokenizer,
+        env_factory,
+        cfg.rollout,
+        cfg.train.eval_episodes,
+        seed=derive_seed(cfg.train.seed, step, "eval"),
+    )
+    write_trajectories(
+        run_dir / "samples" / f"eval_step_{step:06d}.md", trajectories, cfg.log.sample_trajectories
+    )
+    return metrics
+
+
+def is_eval_step(cfg: Config, step: int) -> bool:
+    """Steps after which the policy is evaluated (step 0, before training, always is)."""
+    return (
+        bool(cfg.train.eval_every and step % cfg.train.eval_every == 0) or step == cfg.train.steps
+    )

@@ -11,20 +11,11 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from spear_rl.train.config import Config
-from spear_rl.train.metrics import MetricsLogger
-from spear_rl.train.trainer import (
-    TrainResult,
-    evaluate,
-    is_eval_step,
-    log_sft_stats,
-    make_env_factory,
-    make_run_dir,
-    pick_device,
-    set_threads,
-    write_result,
-)
-from spear_rl.train.config import validate_config
+from spear_rl.train.config import Config, validate_config
+from spear_rl.train.evaluate import evaluate_at_step, is_eval_step
+from spear_rl.train.metrics import MetricsLogger, log_sft_stats
+from spear_rl.train.run_dir import TrainResult, make_run_dir, write_result
+from spear_rl.train.runtime import make_env_factory, pick_device, set_threads
 from spear_rl.train.warm_start import initial_policy
 
 FROZEN = "frozen"  # the preset name `spear compare` and benchmarks/learning.py answer with this
@@ -47,7 +38,7 @@ def run_frozen(cfg: Config, echo=print) -> TrainResult:
         log_sft_stats(logger, sft_stats)
     success = []
     for step in [0] + [s for s in range(1, cfg.train.steps + 1) if is_eval_step(cfg, s)]:
-        metrics = evaluate(model, tokenizer, env_factory, cfg, run_dir, step)
+        metrics = evaluate_at_step(model, tokenizer, env_factory, cfg, run_dir, step)
         logger.log(step, metrics)
         success.append(metrics["eval/success_rate"])
         echo(f"  step {step}: held-out success {success[-1]:.3f}")

@@ -193,3 +193,7 @@ def update_summary(metrics: dict[str, float]) -> str:
     if metrics.get("actor/optimizer_steps", 0.0) > 0:
         return "replay-only update"
     return "no update (filters left nothing to train)"
+
+
+def log_sft_stats(logger: MetricsLogger, sft_stats: dict[str, Any]) -> None:
+    logger.log(0, {f"sft/{k}": v for k, v in sft_stats.items() if isinstance(v, int | float)})

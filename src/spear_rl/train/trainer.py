@@ -8,21 +8,15 @@ Everything it calls is a named function elsewhere; this file only wires them in 
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import yaml
 
 from spear_rl.algos.replay import ReplayBuffer, ReplayItem
 from spear_rl.algos.schedules import replay_coefficient, toolcall_weight
-from spear_rl.envs.base import EVAL_SEED_OFFSET, make_env
 from spear_rl.rollout.runner import run_rollout
 from spear_rl.train.checkpoint import (
     latest_checkpoint,
@@ -30,22 +24,29 @@ from spear_rl.train.checkpoint import (
     restore_rng_states,
     save_checkpoint,
 )
-from spear_rl.train.config import Config, config_from_dict, deep_merge
-from spear_rl.train.evaluate import evaluate_policy, write_trajectories
-from spear_rl.train.metrics import MetricsLogger, Progress
+from spear_rl.train.config import Config, validate_config
+from spear_rl.train.evaluate import evaluate_at_step, is_eval_step
+from spear_rl.train.metrics import MetricsLogger, Progress, log_sft_stats
+from spear_rl.train.run_dir import (
+    TrainResult,
+    last_eval_success,
+    load_run_config,
+    make_run_dir,
+    write_result,
+)
+from spear_rl.train.runtime import (
+    derive_seed,
+    frozen_copy,
+    make_env_factory,
+    pick_device,
+    set_threads,
+    task_seeds,
+    warmup_lambda,
+)
 from spear_rl.train.scoring import ScoredBatch, score_batch
-from spear_rl.train.update import LossSpec, UpdateSettings, policy_update
-from spear_rl.train.config import validate_config
+from spear_rl.train.settings import replay_uses_std, update_settings
+from spear_rl.train.update import policy_update
 from spear_rl.train.warm_start import build_policy, initial_policy
-
-
-@dataclass
-class TrainResult:
-    run_dir: Path
-    success_before: float
-    success_after: float
-    wall_seconds: float
-    steps: int
 
 
 def train(
@@ -88,7 +89,12 @@ def train(
         weight_decay=cfg.train.weight_decay,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_lambda(cfg.train.warmup_steps))
-    replay = ReplayBuffer(cfg.replay, seed=cfg.train.seed, use_std=replay_uses_std(cfg))
+    # The one place that decides whether this run replays past wins (SPEAR's self-imitation).
+    replay = (
+        ReplayBuffer(cfg.replay, seed=cfg.train.seed, use_std=replay_uses_std(cfg))
+        if cfg.replay.enabled
+        else None
+    )
     ref_model = frozen_copy(model) if cfg.algo.kl_coef > 0 else None
     settings = update_settings(cfg, tokenizer)
     start_step, success_before = 0, float("nan")
@@ -96,12 +102,13 @@ def train(
         state = load_state(checkpoint)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        replay.load_state_dict(state["replay"])
+        if replay is not None and state.get("replay") is not None:
+            replay.load_state_dict(state["replay"])
         restore_rng_states(state["rng"])
         start_step, success_before = state["step"], state["success_before"]
         echo(f"resumed from {checkpoint} at step {start_step}")
     else:
-        metrics = evaluate(model, tokenizer, env_factory, cfg, run_dir, step=0)
+        metrics = evaluate_at_step(model, tokenizer, env_factory, cfg, run_dir, step=0)
         success_before = metrics["eval/success_rate"]
         logger.log(0, metrics)
         echo(f"held-out success before RL: {success_before:.3f}")
@@ -113,7 +120,7 @@ def train(
         toolcall_w = toolcall_weight(step, cfg.algo.toolcall_schedule, cfg.algo.toolcall_steps)
         replay_c = (
             replay_coefficient(step, cfg.replay.coef, cfg.replay.warmup_steps)
-            if cfg.replay.enabled
+            if replay is not None
             else 0.0
         )
 
@@ -140,7 +147,7 @@ def train(
             model,
             optimizer,
             scored.train,
-            draw_replay if cfg.replay.enabled else None,
+            draw_replay if replay is not None else None,
             replay_c,
             settings,
             generator,
@@ -150,7 +157,7 @@ def train(
             scheduler.step()  # warm-up counts optimiser steps; a step that trained nothing waits
         t_replay = time.time()
         # 4. replay buffer maintenance: evict stale, record baselines, admit this step's wins
-        buffer_metrics = maintain_buffer(replay, scored, step, cfg)
+        buffer_metrics = maintain_buffer(replay, scored, step)
 
         metrics = {
             **{f"rollout/{k}": v for k, v in rollout.stats.items()},
@@ -167,7 +174,7 @@ def train(
         }
         # 5. evaluate and checkpoint
         if is_eval_step(cfg, step):
-            metrics.update(evaluate(model, tokenizer, env_factory, cfg, run_dir, step))
+            metrics.update(evaluate_at_step(model, tokenizer, env_factory, cfg, run_dir, step))
         metrics["time/step"] = time.time() - t0
         logger.log(step, metrics)
         progress.update(step, metrics)
@@ -184,7 +191,7 @@ def train(
                 {
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
-                    "replay": replay.state_dict(),
+                    "replay": replay.state_dict() if replay is not None else None,
                     "success_before": success_before,
                 },
             )
@@ -199,22 +206,16 @@ def train(
     return result
 
 
-def log_sft_stats(logger: MetricsLogger, sft_stats: dict[str, Any]) -> None:
-    logger.log(0, {f"sft/{k}": v for k, v in sft_stats.items() if isinstance(v, int | float)})
-
-
-def write_result(result: TrainResult) -> None:
-    (result.run_dir / "result.json").write_text(
-        json.dumps(dataclasses.asdict(result), default=str, indent=2)
-    )
-
-
 # ---- the named pieces the loop calls ---------------------------------------------------------------
+# Replay items get group ids unique across steps: step * this + the group's index in its step.
+GROUP_ID_STRIDE = 1_000_000
+
+
 def maintain_buffer(
-    replay: ReplayBuffer, scored: ScoredBatch, step: int, cfg: Config
+    replay: ReplayBuffer | None, scored: ScoredBatch, step: int
 ) -> dict[str, float]:
     """Spec §6 after-update order: evict stale samples, record this step's baselines, admit wins."""
-    if not cfg.replay.enabled:
+    if replay is None:
         return {}
     evicted = replay.evict_stale(step)
     replay.record_baselines(scored.group_means, scored.group_stds)
@@ -225,7 +226,7 @@ def maintain_buffer(
                 reward=sample.reward,
                 advantage=sample.advantage,
                 step=step,
-                group_id=step * 1_000_000 + sample.group_id,
+                group_id=step * GROUP_ID_STRIDE + sample.group_id,
                 tool_calls=sample.tool_calls,
             )
             for sample in scored.train
@@ -241,140 +242,6 @@ def maintain_buffer(
 def slim(sample):
     """The buffer keeps what training needs, not the rendered text."""
     return dataclasses.replace(sample, anchor="", response_text="")
-
-
-def evaluate(
-    model, tokenizer, env_factory, cfg: Config, run_dir: Path, step: int
-) -> dict[str, float]:
-    metrics, trajectories = evaluate_policy(
-        model,
-        tokenizer,
-        env_factory,
-        cfg.rollout,
-        cfg.train.eval_episodes,
-        seed=derive_seed(cfg.train.seed, step, "eval"),
-    )
-    write_trajectories(
-        run_dir / "samples" / f"eval_step_{step:06d}.md", trajectories, cfg.log.sample_trajectories
-    )
-    return metrics
-
-
-def is_eval_step(cfg: Config, step: int) -> bool:
-    """Steps after which the policy is evaluated (step 0, before training, always is)."""
-    return (
-        bool(cfg.train.eval_every and step % cfg.train.eval_every == 0) or step == cfg.train.steps
-    )
-
-
-def task_seeds(cfg: Config, step: int) -> list[int]:
-    """This step's training task instances: a pure function of (seed, step), so resume is exact."""
-    rng = np.random.default_rng([cfg.train.seed, step, 17])
-    return rng.integers(0, EVAL_SEED_OFFSET, size=cfg.train.batch_tasks).tolist()
-
-
-def derive_seed(seed: int, step: int, purpose: str) -> int:
-    tag = sum(ord(c) * 31**i for i, c in enumerate(purpose)) % 2**31
-    return int(np.random.SeedSequence([seed, step, tag]).generate_state(1)[0])
-
-
-def update_settings(cfg: Config, tokenizer) -> UpdateSettings:
-    a, r = cfg.algo, cfg.replay
-    t_norm = a.loss_agg_t_norm or (
-        cfg.rollout.max_response_tokens
-        if cfg.rollout.layout == "per_turn"
-        else cfg.rollout.max_response_tokens * cfg.rollout.max_turns
-    )
-    params = cfg.algo  # the algo section embeds the loss module's PolicyLossConfig
-    replay_params = dataclasses.replace(
-        params,
-        clip_cov_ratio=r.clip_cov_ratio,
-        clip_cov_lb=r.clip_cov_lb,
-        clip_cov_ub=r.clip_cov_ub,
-    )
-    return UpdateSettings(
-        on_policy=LossSpec(a.loss, params, a.loss_agg, t_norm, a.entropy_coef, a.kl_coef),
-        replay=LossSpec(a.loss, replay_params, a.loss_agg, t_norm),  # no reference KL on replay
-        mini_batch_size=cfg.train.mini_batch_size,
-        micro_batch_size=cfg.train.micro_batch_size,
-        ppo_epochs=cfg.train.ppo_epochs,
-        replay_batch=r.replay_batch,
-        replay_ratio=r.replay_ratio,
-        replay_update=r.update,
-        grad_clip=cfg.train.grad_clip,
-        temperature=cfg.rollout.temperature,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-
-
-def replay_uses_std(cfg: Config) -> bool:
-    """Recalibrated advantages divide by the history's P50 std when on-policy ones are std-normalised."""
-    return cfg.algo.adv_estimator == "grpo" or (
-        cfg.algo.adv_estimator == "gigpo" and cfg.algo.gigpo_episode_norm == "std"
-    )
-
-
-def make_env_factory(cfg: Config):
-    make_env(
-        cfg.env.name, **cfg.env.kwargs
-    ).close()  # fail now, with the env's own message, on bad kwargs
-
-    def factory():
-        return make_env(cfg.env.name, **cfg.env.kwargs)
-
-    return factory
-
-
-def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
-    ref = copy.deepcopy(model).eval()
-    for p in ref.parameters():
-        p.requires_grad_(False)
-    return ref
-
-
-def warmup_lambda(warmup_steps: int):
-    return lambda i: min(1.0, (i + 1) / warmup_steps) if warmup_steps > 0 else 1.0
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def set_threads(cfg: Config) -> None:
-    if cfg.train.threads > 0:
-        torch.set_num_threads(cfg.train.threads)
-
-
-def make_run_dir(cfg: Config) -> Path:
-    name = cfg.train.run_name or (
-        f"{cfg.env.name}-{cfg.log.preset or 'run'}-seed{cfg.train.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-    )
-    run_dir = Path(cfg.train.output_dir) / name
-    if (run_dir / "metrics.jsonl").exists():
-        raise FileExistsError(
-            f"{run_dir} already holds a run: pick another train.run_name or use --resume"
-        )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
-
-
-def load_run_config(run_dir: Path, overrides: dict[str, Any] | None = None) -> Config:
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: --resume needs a run folder written by `spear train`"
-        )
-    data = yaml.safe_load(path.read_text())
-    return config_from_dict(deep_merge(data, overrides) if overrides else data)
-
-
-def last_eval_success(run_dir: Path) -> float:
-    from spear_rl.train.metrics import read_metrics
-
-    values = [r["eval/success_rate"] for r in read_metrics(run_dir) if "eval/success_rate" in r]
-    return float(values[-1]) if values else float("nan")
 
 
 def fmt_stats(stats: dict[str, Any]) -> str:

@@ -1,0 +1,59 @@
+"""Where and how a run executes: device, threads, seeds, this step's tasks, the env factory.
+
+Everything random in a run derives from (train.seed, step, purpose), so a resumed run repeats an
+uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+
+from spear_rl.envs.base import EVAL_SEED_OFFSET, make_env
+from spear_rl.train.config import Config
+
+
+def task_seeds(cfg: Config, step: int) -> list[int]:
+    """This step's training task instances: a pure function of (seed, step), so resume is exact."""
+    rng = np.random.default_rng([cfg.train.seed, step, 17])
+    return rng.integers(0, EVAL_SEED_OFFSET, size=cfg.train.batch_tasks).tolist()
+
+
+def derive_seed(seed: int, step: int, purpose: str) -> int:
+    tag = sum(ord(c) * 31**i for i, c in enumerate(purpose)) % 2**31
+    return int(np.random.SeedSequence([seed, step, tag]).generate_state(1)[0])
+
+
+def make_env_factory(cfg: Config):
+    make_env(
+        cfg.env.name, **cfg.env.kwargs
+    ).close()  # fail now, with the env's own message, on bad kwargs
+
+    def factory():
+        return make_env(cfg.env.name, **cfg.env.kwargs)
+
+    return factory
+
+
+def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
+    ref = copy.deepcopy(model).eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref
+
+
+def warmup_lambda(warmup_steps: int):
+    return lambda i: min(1.0, (i + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def set_threads(cfg: Config) -> None:
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
