@@ -15,7 +15,9 @@ class EnvConfig(Settings):
     section = "env"
 
     name: str = setting(
-        "sokoban", "env family: sokoban, alfworld, webshop, webshop_http, math_tool"
+        "sokoban",
+        "env family: sokoban, alfworld, webshop, webshop_http, math_tool, the name an installed "
+        "package registers (entry point group spear_rl.envs), or an import path package.module:Class",
     )
     kwargs: dict[str, Any] = setting(
         {}, "passed to the env class; --env.kwargs.K=V sets one (a new env.name starts afresh)"

@@ -24,6 +24,11 @@ class ModelConfig(Settings):
         "package), or a local HF model folder",
     )
     gguf_file: str | None = setting(None, "a GGUF file inside name_or_path to load")
+    chat_template: str = setting(
+        "",
+        "prompt format: '' = the model's own chat template (an error if it has none); 'plain' = "
+        "'role: text' turns ended by the eos token; or a path to a Jinja template file",
+    )
     # 8 heads of 16 dims rather than 4 of 32: same cost, and SFT on Sokoban left the uniform-action
     # plateau on 3/3 seeds (vs 1/3 with 4 heads). The vocabulary saturates below tiny_vocab on env
     # text (~430 tokens).

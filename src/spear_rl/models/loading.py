@@ -54,6 +54,7 @@ def load_policy(
         model, tokenizer = _load_pretrained(_smollm2_folder(), cfg.gguf_file or SMOLLM2_GGUF, dtype)
     else:
         model, tokenizer = _load_pretrained(name, cfg.gguf_file, dtype)
+    set_chat_template(tokenizer, cfg.chat_template)
     _check_chat_ready(tokenizer, name)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -190,11 +191,39 @@ def _declares_plain_fast_tokenizer(path: str) -> bool:
     return declared in ("TokenizersBackend", "PreTrainedTokenizerFast")
 
 
+# `model.chat_template: plain`, for a model without a chat template: one "role: text" line per
+# message, each turn closed by the eos token (so generation stops where the turn ends).
+PLAIN_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ message['role'] + ': ' + message['content'] + eos_token + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}"
+)
+
+
+def set_chat_template(tokenizer, option: str) -> None:
+    """Apply `model.chat_template`: '' keeps the model's own, 'plain' or a Jinja file replaces it
+    (saved with every checkpoint's tokenizer, so evaluation and resume use the same one)."""
+    if not option:
+        return
+    if option == "plain":
+        if tokenizer.eos_token is None:
+            raise ModelLoadError("model.chat_template=plain needs a tokenizer with an eos token")
+        tokenizer.chat_template = PLAIN_CHAT_TEMPLATE
+        return
+    path = Path(option).expanduser()
+    if not path.is_file():
+        raise ModelLoadError(
+            f"model.chat_template {option!r} is neither 'plain' nor a Jinja template file"
+        )
+    tokenizer.chat_template = path.read_text(encoding="utf-8")
+
+
 def _check_chat_ready(tokenizer, name: str) -> None:
     if not getattr(tokenizer, "chat_template", None):
         raise ModelLoadError(
-            f"the tokenizer of {name!r} has no chat template; use an instruct/chat model or set "
-            "tokenizer.chat_template before training"
+            f"the tokenizer of {name!r} has no chat template; use an instruct/chat model, or set "
+            "model.chat_template=plain ('role: text' turns ended by eos) or to a Jinja template file"
         )
     try:
         stop_token_ids(tokenizer)
