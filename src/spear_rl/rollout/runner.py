@@ -4,23 +4,28 @@ Each turn: render the prompt of every live episode, generate all responses in ba
 response (`skip_special_tokens`, bad bytes become U+FFFD) and hand the raw text to `env.step`, which
 parses it. Samples are recorded as the rollout happens, token-exact (see sample.py and prompts.py).
 
-Failure handling: an env call that raises or exceeds `env_timeout_s` ends that episode as failed
-(`Trajectory.timed_out`, `end_reason`); the turn it happened on yields no sample, earlier turns keep
-theirs. A prompt longer than `max_prompt_tokens` (after dropping history, per_turn) ends the episode
-as failed with `end_reason="prompt_too_long"`. Nothing an env or the model does stops the rollout,
-except every env failing at reset (a setup error, re-raised).
+The envs live in an env pool (`spear_rl.envs.pool`: inline, worker processes or Ray actors, chosen by
+`env.workers`), which steps all live episodes of a turn at once; the runner reads each env through
+an `EnvView` the pool returns, never the env itself.
+
+Failure handling: an env call that raises, exceeds `env_timeout_s` or loses its worker ends that
+episode as failed (`Trajectory.timed_out`, `end_reason`; counted in `env_stats`); the turn it
+happened on yields no sample, earlier turns keep theirs. A prompt longer than `max_prompt_tokens`
+(after dropping history, per_turn) ends the episode as failed with `end_reason="prompt_too_long"`.
+Nothing an env or the model does stops the rollout, except every env failing at reset (a setup
+error, re-raised).
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
-from spear_rl.envs.base import Env, EnvTimeoutError, StepResult, call_with_timeout
+from spear_rl.envs.base import Env, StepResult
+from spear_rl.envs.pool import EnvPool, EnvView, InlinePool
 from spear_rl.models.tokenizer import pad_token_id, safe_decode, stop_token_ids
 from spear_rl.rollout.config import RolloutConfig, check_rollout_config
 from spear_rl.rollout.engines.base import GenerationEngine, Sampling
@@ -39,11 +44,14 @@ class RolloutResult:
         str, float
     ]  # seconds: "generate", "env", "prompt", "other" (they sum to the total)
     stats: dict[str, float]
+    # the env pool's counters for this rollout: "env/worker_failures" (env calls that raised, hung
+    # or lost their worker: each ended an episode), "env/workers_replaced"
+    env_stats: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
 class _Episode:
-    env: Env
+    env: EnvView  # the env as last seen (it may live in a worker)
     trajectory: Trajectory
     renderer: EpisodeRenderer
     finished: bool = False
@@ -53,12 +61,13 @@ class _Episode:
     response_texts: list[str] = field(default_factory=list)
     first_observation: str = ""
     context_limit_hit: bool = False
+    slot: int = 0  # the episode's place in the env pool
 
 
 def run_rollout(
     model,
     tokenizer,
-    env_factory: Callable[[], Env],
+    envs: EnvPool | Callable[[], Env],
     task_seeds: Sequence[int],
     cfg: RolloutConfig,
     *,
@@ -68,7 +77,9 @@ def run_rollout(
 ) -> RolloutResult:
     """Roll out `cfg.group_size` episodes of every task seed (group_id = index in task_seeds).
 
-    `engine` generates the responses; None samples from `model` itself (the `hf` engine)."""
+    `engine` generates the responses; None samples from `model` itself (the `hf` engine). `envs` is
+    an env pool (kept open: its episodes are released at the end) or an env factory (stepped inline,
+    with `cfg.env_timeout_s`)."""
     check_rollout_config(cfg)
     started = time.perf_counter()
     timings = {"generate": 0.0, "env": 0.0, "prompt": 0.0}
@@ -80,27 +91,28 @@ def run_rollout(
     sampling = Sampling(cfg.max_response_tokens, tuple(stops), cfg.temperature, cfg.top_p)
     counters = {"generated_turns": 0, "response_tokens": 0, "prompt_tokens": 0, "truncated": 0}
 
+    pool = envs if isinstance(envs, EnvPool) else InlinePool(envs, cfg.env_timeout_s)
     episodes: list[_Episode] = []
-    reset_errors: list[BaseException] = []
-    t0 = time.perf_counter()
     for group_id, task_seed in enumerate(task_seeds):
         for _ in range(cfg.group_size):
             traj_id = step_offset_traj_id + len(episodes)
-            env = env_factory()
+            view = EnvView()
             trajectory = Trajectory(group_id, traj_id, int(task_seed), task="")
-            episode = _Episode(env, trajectory, EpisodeRenderer(tokenizer, env, cfg))
-            episodes.append(episode)
-            try:
-                _call_env(env.reset, int(task_seed), timeout_s=cfg.env_timeout_s)
-            except Exception as err:
-                reset_errors.append(err)
-                _finish(episode, cfg, *_failure(err))
-                continue
-            trajectory.task = env.task
-            episode.first_observation = env.observation
+            renderer = EpisodeRenderer(tokenizer, view, cfg)
+            episodes.append(_Episode(view, trajectory, renderer, slot=len(episodes)))
+    t0 = time.perf_counter()
+    calls = pool.reset([e.trajectory.task_seed for e in episodes])
     timings["env"] += time.perf_counter() - t0
-    if episodes and len(reset_errors) == len(episodes):
-        raise reset_errors[0]
+    for episode, call in zip(episodes, calls, strict=True):
+        if not call.ok:
+            _finish(episode, cfg, str(call.failure), timed_out=True)
+            continue
+        episode.env.update(call.view)
+        episode.trajectory.task = episode.env.task
+        episode.first_observation = episode.env.observation
+    if episodes and not any(call.ok for call in calls):
+        _end_with_pool(pool, envs)  # every env failing at reset is a setup error
+        raise calls[0].error or RuntimeError(f"every env failed at reset: {calls[0].failure}")
 
     for _turn in range(cfg.max_turns):
         t0 = time.perf_counter()
@@ -121,53 +133,47 @@ def run_rollout(
         outputs = engine.generate([e.prompt for e in live], sampling, generator)
         timings["generate"] += time.perf_counter() - t0
 
+        texts = []
         for episode, out in zip(live, outputs, strict=True):
             counters["generated_turns"] += 1
             counters["response_tokens"] += len(out.token_ids)
             counters["prompt_tokens"] += len(episode.prompt)
             counters["truncated"] += int(out.truncated)
-            text = safe_decode(tokenizer, out.token_ids)
-            env = episode.env
-            anchor, observation = env.anchor, env.observation
-            t0 = time.perf_counter()
-            try:
-                result = _call_env(env.step, text, timeout_s=cfg.env_timeout_s)
-            except Exception as err:
-                timings["env"] += time.perf_counter() - t0
-                _finish(episode, cfg, *_failure(err))
+            texts.append(safe_decode(tokenizer, out.token_ids))
+        t0 = time.perf_counter()
+        calls = pool.step([e.slot for e in live], texts)
+        timings["env"] += time.perf_counter() - t0
+        for episode, out, text, call in zip(live, outputs, texts, calls, strict=True):
+            if not call.ok:
+                _finish(episode, cfg, str(call.failure), timed_out=True)
                 continue
-            timings["env"] += time.perf_counter() - t0
-            _record_turn(episode, cfg, out, text, anchor, observation, result)
-            if result.done:
+            view = episode.env
+            anchor, observation = view.anchor, view.observation
+            view.update(call.view)
+            _record_turn(episode, cfg, out, text, anchor, observation, call.result)
+            if call.result.done:
                 _finish(episode, cfg, "done", timed_out=False)
 
     for episode in episodes:
         if not episode.finished:
             _finish(episode, cfg, "max_turns", timed_out=False)
-    for episode in episodes:
-        # closing is best effort; a broken env must not lose the batch
-        with contextlib.suppress(Exception):
-            episode.env.close()
+    env_stats = _end_with_pool(pool, envs)
 
     trajectories = [e.trajectory for e in episodes]
     samples = [s for t in trajectories for s in t.samples]
     total = time.perf_counter() - started
     timings["other"] = max(0.0, total - sum(timings.values()))
     stats = _stats(trajectories, counters)
-    return RolloutResult(trajectories, samples, timings, stats)
+    return RolloutResult(trajectories, samples, timings, stats, env_stats)
 
 
-def _call_env(fn, *args, timeout_s: float):
-    if timeout_s and timeout_s > 0:
-        return call_with_timeout(fn, *args, timeout_s=timeout_s)
-    return fn(*args)
-
-
-def _failure(err: BaseException) -> tuple[str, bool]:
-    if isinstance(err, EnvTimeoutError):
-        return "env_timeout", True
-    message = " ".join(str(err).split())[:200]
-    return f"env_error: {type(err).__name__}: {message}", True
+def _end_with_pool(pool: EnvPool, envs: EnvPool | Callable[[], Env]) -> dict[str, float]:
+    """Close this rollout's envs (a pool we were handed stays up); its counters, as metrics."""
+    if pool is envs:
+        pool.release()
+    else:
+        pool.close()
+    return {f"env/{k}": float(v) for k, v in pool.take_counters().items()}
 
 
 def _record_turn(
