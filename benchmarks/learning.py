@@ -1,6 +1,6 @@
 """Does SPEAR learn faster? Every preset x seed on each environment, same step budget and task sets.
 
-For each environment it runs the presets through `spear_rl.train.compare.compare` (resumable:
+For each environment it runs the presets through `spear_rl.experiments.compare.compare` (resumable:
 finished runs are reused), then writes a Markdown table and JSON with the mean ± std over seeds of
 final held-out success, area under the success curve, and the number of steps each method needs
 to reach the GRPO baseline's mean final success, plus overlaid curves (PNG).
@@ -20,96 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from pathlib import Path
 from typing import Any
 
-from spear_rl.train.compare import compare, mean_std
+from spear_rl.experiments.compare import compare
+from spear_rl.experiments.learning import learning_table
 from spear_rl.train.config import parse_overrides
-from spear_rl.train.frozen import FROZEN
-from spear_rl.train.metrics import read_metrics
-
-
-def steps_to_reach(curve: dict[str, list], target: float) -> float:
-    for step, value in zip(curve["steps"], curve["success"], strict=True):
-        if value >= target:
-            return float(step)
-    return float("nan")  # never reached within the budget
-
-
-def late_training_success(run_dir: str) -> float:
-    """Mean training-rollout success over the last quarter of the steps. Every method of a seed
-    draws the same training tasks at each step, so this compares methods on the same episodes'
-    tasks, 64 x steps/4 of them, a larger sample than one evaluation."""
-    values = [
-        r["rollout/success_rate"]
-        for r in read_metrics(Path(run_dir))
-        if "rollout/success_rate" in r
-    ]
-    tail = values[-max(1, len(values) // 4) :]
-    return statistics.fmean(tail) if tail else float("nan")
-
-
-def paired_difference(values: dict[int, float], baseline: dict[int, float]) -> tuple[float, float]:
-    """Mean ± std over seeds of value - baseline on the same seed (same warm start and tasks)."""
-    return mean_std([v - baseline.get(seed, float("nan")) for seed, v in values.items()])
-
-
-def learning_table(report: dict[str, Any], baselines: list[str]) -> tuple[str, dict[str, Any]]:
-    """One row per method; "steps to reach" uses the first baseline's mean final success, and
-    each baseline gets paired "minus baseline" columns for final and late training success."""
-    runs = report["runs"]
-    first = baselines[0]
-    target = (
-        statistics.fmean(r["final_success"] for r in runs[first]) if first in runs else float("nan")
-    )
-    final = {p: {r["seed"]: r["final_success"] for r in items} for p, items in runs.items()}
-    late = {
-        preset: {r["seed"]: late_training_success(r["run_dir"]) for r in items}
-        for preset, items in runs.items()
-    }
-    rows = {}
-    for preset, items in runs.items():
-        reach = [steps_to_reach(r["curve"], target) for r in items]
-        reached = [s for s in reach if s == s]
-        row = {
-            "final": report["table"][preset]["final_success"],
-            # paired by seed: the same warm start and evaluation seeds, trained or not
-            "final_minus_frozen": paired_difference(final[preset], final.get(FROZEN, {})),
-            "auc": report["table"][preset]["auc_success"],
-            "late_train_success": mean_std(list(late[preset].values())),
-        }
-        for base in baselines:
-            row[f"final_minus_{base}"] = paired_difference(final[preset], final.get(base, {}))
-            # paired by seed: the same training tasks at every step
-            row[f"late_train_minus_{base}"] = paired_difference(late[preset], late.get(base, {}))
-        row["steps_to_baseline"] = (
-            statistics.fmean(reached) if reached else float("nan"),
-            len(reached),
-            len(reach),
-        )
-        row["wall"] = report["table"][preset]["wall_seconds"]
-        rows[preset] = row
-    columns = {
-        "final": "final success",
-        "final_minus_frozen": "final - frozen (same seed)",
-        **{f"final_minus_{b}": f"final - {b} (same seed)" for b in baselines},
-        "auc": "AUC success",
-        "late_train_success": "training success, last quarter of steps",
-        **{f"late_train_minus_{b}": f"same, minus {b} (same seed)" for b in baselines},
-    }
-    lines = [
-        "| method | "
-        + " | ".join(columns.values())
-        + f" | steps to reach {first} final ({target:.3f}) | wall (s) |",
-        "|---" * (len(columns) + 3) + "|",
-    ]
-    for preset, row in rows.items():
-        cells = [f"{m:.3f} ± {s:.3f}" if m == m else "—" for m, s in (row[k] for k in columns)]
-        sm, n_ok, n = row["steps_to_baseline"]
-        reach = f"{sm:.1f} ({n_ok}/{n} seeds)" if n_ok else f"not reached (0/{n})"
-        lines.append(f"| {preset} | " + " | ".join(cells) + f" | {reach} | {row['wall'][0]:.0f} |")
-    return "\n".join(lines) + "\n", rows
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -484,12 +484,6 @@ def timed(obj: Any, method: str) -> list[float]:
 
 
 # ---- orchestration -----------------------------------------------------------------------------------
-def mean_std(values: list[float]) -> tuple[float, float]:
-    if not values:
-        return float("nan"), float("nan")
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def run_side_in_subprocess(
     side: str, args: argparse.Namespace, model_dir: Path, work_dir: Path
 ) -> dict:
@@ -518,6 +512,8 @@ def forwarded_flags(args: argparse.Namespace) -> list[str]:
 
 
 def summarise(sides: dict[str, dict], skip_first: int) -> dict[str, Any]:
+    from spear_rl.experiments.tables import mean_std
+
     summary: dict[str, Any] = {}
     for side, data in sides.items():
         steps = data["step_seconds"][skip_first:]

@@ -17,7 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
-from spear_rl.envs.webshop.funnel import STAGES, funnel_summary
+from spear_rl.experiments.webshop_funnel import STAGES, checkpoint_label, funnel_summary
 from spear_rl.train.config import load_config, parse_overrides
 from spear_rl.train.evaluate import evaluate_policy
 from spear_rl.train.runtime import make_env_factory, set_threads
@@ -88,13 +88,6 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"recipe": args.recipe, "rows": rows}, indent=2))
     print(f"\nJSON: {out}")
-
-
-def checkpoint_label(path: Path) -> str:
-    """`RUN/checkpoints/step_000030` -> `RUN/step_000030`, so two runs' checkpoints stay apart."""
-    if path.parent.name == "checkpoints":
-        return f"{path.parent.parent.name}/{path.name}"
-    return path.name
 
 
 def _share(value: float | None) -> str:

@@ -138,7 +138,7 @@ def dispatch(args: argparse.Namespace, rest: list[str], parser: argparse.Argumen
     if args.command == "train":
         return cmd_train(args, overrides, load_config)
     if args.command == "compare":  # the same config overrides as `spear train`, for every run
-        from spear_rl.train.compare import compare
+        from spear_rl.experiments.compare import compare
 
         report = compare(args.env, args.presets.split(","), args.seeds, Path(args.out), overrides)
         print((Path(args.out) / "compare.md").read_text())

@@ -32,7 +32,7 @@ def test_compare_takes_the_same_overrides_as_train(tmp_path, monkeypatch):
         built.append(cfg)
         raise KeyboardInterrupt  # stop after the first run was configured
 
-    monkeypatch.setattr("spear_rl.train.compare.train", fake_train)
+    monkeypatch.setattr("spear_rl.experiments.compare.train", fake_train)
     argv = ["compare", "--presets", "grpo,spear", "--seeds", "3", "--out", str(tmp_path / "c")]
     assert main([*argv, "--train.steps=2", "--rollout.group_size", "4"]) == 130
     (cfg,) = built
@@ -42,7 +42,7 @@ def test_compare_takes_the_same_overrides_as_train(tmp_path, monkeypatch):
 
 def test_compare_checks_every_config_before_the_first_run(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(
-        "spear_rl.train.compare.train", lambda *a, **k: pytest.fail("no run may start")
+        "spear_rl.experiments.compare.train", lambda *a, **k: pytest.fail("no run may start")
     )
     out = tmp_path / "c"
     assert main(["compare", "--out", str(out), "--train.stepz=2"]) == 2

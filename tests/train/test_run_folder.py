@@ -128,7 +128,7 @@ def test_readers_keep_the_continued_copy_of_duplicated_steps_and_say_so(tmp_path
 
 
 def test_plot_and_compare_read_one_copy_per_step(tmp_path):
-    from spear_rl.train.compare import eval_curve
+    from spear_rl.experiments.compare import eval_curve
     from spear_rl.train.plot import series
 
     (tmp_path / "metrics.jsonl").write_text(

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from spear_rl.cli import main
-from spear_rl.train.compare import compare
+from spear_rl.experiments.compare import compare
 from spear_rl.train.config import load_config
 from spear_rl.train.metrics import read_metrics
 from spear_rl.train.trainer import train

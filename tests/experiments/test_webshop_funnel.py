@@ -5,7 +5,12 @@ from __future__ import annotations
 from tests.envs.test_webshop_env import tiny_catalogue
 
 from spear_rl.envs.webshop.env import WebShopEnv
-from spear_rl.envs.webshop.funnel import STAGES, episode_funnel, funnel_summary, instruction_words
+from spear_rl.experiments.webshop_funnel import (
+    STAGES,
+    episode_funnel,
+    funnel_summary,
+    instruction_words,
+)
 from spear_rl.rollout.sample import Trajectory, Turn
 
 

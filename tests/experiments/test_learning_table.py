@@ -1,19 +1,16 @@
-"""benchmarks/learning.py: the paired "minus baseline" columns and the --baseline check."""
+"""The learning table (benchmarks/learning.py): the paired "minus baseline" columns and the
+script's --baseline check."""
 
-import importlib.util
 import json
+import runpy
+import sys
 from pathlib import Path
 
 import pytest
 
+from spear_rl.experiments.learning import learning_table
+
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "learning.py"
-
-
-def _load_learning():
-    spec = importlib.util.spec_from_file_location("learning_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _run(tmp_path: Path, preset: str, seed: int, final: float, train: list[float]) -> dict:
@@ -26,7 +23,6 @@ def _run(tmp_path: Path, preset: str, seed: int, final: float, train: list[float
 
 
 def test_paired_columns_subtract_the_same_seed(tmp_path):
-    learning = _load_learning()
     runs = {
         "grpo": [
             _run(tmp_path, "grpo", 0, 0.10, [0.0] * 4),
@@ -41,7 +37,7 @@ def test_paired_columns_subtract_the_same_seed(tmp_path):
         p: {"final_success": (0.0, 0.0), "auc_success": (0.0, 0.0), "wall_seconds": (1.0, 0.0)}
         for p in runs
     }
-    markdown, rows = learning.learning_table({"runs": runs, "table": table}, ["grpo"])
+    markdown, rows = learning_table({"runs": runs, "table": table}, ["grpo"])
     mean, std = rows["spear"]["final_minus_grpo"]
     # seed by seed: 0.20 - 0.10 and 0.50 - 0.30, not the difference of the means alone
     assert mean == pytest.approx(0.15)
@@ -52,9 +48,10 @@ def test_paired_columns_subtract_the_same_seed(tmp_path):
     assert "steps to reach grpo final (0.200)" in markdown
 
 
-def test_a_baseline_outside_the_presets_is_refused(capsys):
-    learning = _load_learning()
+def test_a_baseline_outside_the_presets_is_refused(capsys, monkeypatch):
+    argv = [str(SCRIPT), "--presets", "drbot,spear", "--baseline", "grpo"]
+    monkeypatch.setattr(sys, "argv", argv)
     with pytest.raises(SystemExit) as exit_info:
-        learning.main(["--presets", "drbot,spear", "--baseline", "grpo"])
+        runpy.run_path(str(SCRIPT), run_name="__main__")
     assert exit_info.value.code == 2
     assert "--baseline grpo is not among --presets drbot,spear" in capsys.readouterr().err

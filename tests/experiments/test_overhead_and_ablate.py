@@ -1,25 +1,17 @@
-"""benchmarks/overhead.py (arms, the replay share of SPEAR's own step), benchmarks/ablate.py
-(the columns paired by seed with learning.py's runs), on hand-written metrics; the WebShop
-funnel's checkpoint names."""
+"""The overhead measurement (arms, the replay share of SPEAR's own step), the ablation (the
+columns paired by seed with learning.py's runs), on hand-written metrics; the WebShop funnel's
+checkpoint names."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from spear_rl.experiments import ablate, overhead
+from spear_rl.experiments.webshop_funnel import checkpoint_label
 
 
 def test_overhead_arms_vary_one_spear_key_against_one_drbot():
-    overhead = _load("overhead")
     assert overhead.arms_to_run(None, None) == {"drbot": ("drbot", {}), "spear": ("spear", {})}
     arms = overhead.arms_to_run("replay.replay_ratio", "1.0,0.125")
     assert arms == {
@@ -32,7 +24,6 @@ def test_overhead_arms_vary_one_spear_key_against_one_drbot():
 
 
 def test_overhead_replay_share_is_replay_seconds_over_the_rest_of_the_same_steps():
-    overhead = _load("overhead")
     records = [
         {"time/step": 10.0, "time/update": 6.0, "time/update_replay": 2.0, "time/generate": 3.0},
         {"time/step": 14.0, "time/update": 9.0, "time/update_replay": 4.0, "time/generate": 4.0},
@@ -55,7 +46,6 @@ def _write_run(folder: Path, name: str, evals: list[float]) -> None:
 
 
 def test_ablate_pairs_each_value_with_the_same_seed_of_a_preset(tmp_path):
-    ablate = _load("ablate")
     learning = tmp_path / "learning"
     _write_run(learning, "spear-seed0", [0.1, 0.30])
     _write_run(learning, "spear-seed1", [0.1, 0.20])
@@ -68,8 +58,7 @@ def test_ablate_pairs_each_value_with_the_same_seed_of_a_preset(tmp_path):
 
 
 def test_webshop_funnel_names_a_checkpoint_by_its_run():
-    funnel = _load("webshop_funnel")
-    label = funnel.checkpoint_label
+    label = checkpoint_label
     assert label(Path("runs/spear-mb64/checkpoints/step_000030")) == "spear-mb64/step_000030"
     assert label(Path("runs/spear-mb32/checkpoints/step_000030")) == "spear-mb32/step_000030"
     assert label(Path("elsewhere/my_policy")) == "my_policy"

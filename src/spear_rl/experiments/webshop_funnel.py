@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from spear_rl.envs.webshop.env import WebShopEnv
 from spear_rl.envs.webshop.pages import (
@@ -143,3 +144,10 @@ def funnel_summary(
             Counter(p for r in rows for p in r["invalid_pages"]).most_common()
         ),
     }
+
+
+def checkpoint_label(path: Path) -> str:
+    """`RUN/checkpoints/step_000030` -> `RUN/step_000030`, so two runs' checkpoints stay apart."""
+    if path.parent.name == "checkpoints":
+        return f"{path.parent.parent.name}/{path.name}"
+    return path.name

@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import json
-import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from spear_rl.experiments.frozen import FROZEN, run_frozen
+from spear_rl.experiments.tables import mean_std, metric_curve
 from spear_rl.train.config import deep_merge, load_config
-from spear_rl.train.frozen import FROZEN, run_frozen
 from spear_rl.train.metrics import read_metrics
 from spear_rl.train.trainer import train
 
 
 def eval_curve(records: list[dict]) -> tuple[list[int], list[float]]:
-    points = [
-        (r["step"], float(r["eval/success_rate"])) for r in records if "eval/success_rate" in r
-    ]
-    return [p[0] for p in points], [p[1] for p in points]
+    """(steps, held-out success) of a run's evaluations."""
+    return metric_curve(records, "eval/success_rate")
 
 
 def area_under_curve(steps: list[int], values: list[float]) -> float:
@@ -41,13 +39,6 @@ def summarise_run(run_dir: Path) -> dict[str, Any]:
         "wall_seconds": result["wall_seconds"],
         "curve": {"steps": steps, "success": success},
     }
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample std; NaN for both when any value is NaN (statistics.stdev raises on it)."""
-    if any(v != v for v in values):
-        return float("nan"), float("nan")
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def compare(
