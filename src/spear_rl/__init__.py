@@ -14,8 +14,12 @@ __all__ = ["Env", "StepResult", "ToolEnv", "build_config", "train", "__version__
 
 
 def __getattr__(name: str) -> Any:  # lazy: writing an env must not pull in torch
-    if name in ("build_config", "train"):
-        from spear_rl import api
+    if name == "build_config":
+        from spear_rl.api import build_config
 
-        return getattr(api, name)
+        return build_config
+    if name == "train":  # the subpackage, which is callable: spear_rl.train(...) is api.train
+        import spear_rl.train
+
+        return spear_rl.train
     raise AttributeError(f"module 'spear_rl' has no attribute {name!r}")

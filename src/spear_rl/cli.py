@@ -25,6 +25,7 @@ def usage_errors() -> tuple[type[BaseException], ...]:
     from spear_rl.envs.alfworld._deps import AlfWorldMissingError
     from spear_rl.envs.math_tool.data import MathDataError
     from spear_rl.envs.math_tool.isolation import SandboxUnavailableError
+    from spear_rl.envs.resolve import EnvLoadError
     from spear_rl.envs.webshop.search import MissingDependencyError
     from spear_rl.models.loading import ModelLoadError
     from spear_rl.registry import UnknownNameError
@@ -44,6 +45,7 @@ def usage_errors() -> tuple[type[BaseException], ...]:
         MissingDependencyError,
         MathDataError,
         SandboxUnavailableError,
+        EnvLoadError,
         UnknownNameError,
         MissingExtraError,
         ModelLoadError,

@@ -118,3 +118,21 @@ def test_a_broken_entry_point_says_which(
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(EnvLoadError, match=r"env 'broken' \(entry point broken_envs_mod:Env\)"):
         make_env("broken")
+
+
+def test_worker_processes_rebuild_an_env_from_its_import_path(
+    example_envs_site, monkeypatch, fresh_example_modules
+):
+    """Envs in other processes are rebuilt from (name, kwargs): an import path is enough."""
+    from spear_rl.envs.pool import EnvSpec, make_env_pool
+
+    monkeypatch.syspath_prepend(str(example_envs_site))  # spawned workers inherit sys.path
+    spec = EnvSpec("spear_example_envs.shop:ShopEnv")
+    with make_env_pool("process", spec, timeout_s=60, num_workers=1) as pool:
+        (reset,) = pool.reset([3])
+        assert reset.ok and reset.view.observation_role == "tool"
+        system, schemas = reset.view.prompt_setup(template_renders_tools=True)
+        assert [s["function"]["name"] for s in schemas] == ["price", "multiply"]
+        call = '<tool_call>{"name": "multiply", "arguments": {"a": 6, "b": 7}}</tool_call>'
+        (step,) = pool.step([0], [call])
+        assert step.ok and step.result.observation == "42" and step.result.info["tool_call"]

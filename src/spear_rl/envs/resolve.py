@@ -129,6 +129,11 @@ def local_env_name(obj: Callable[..., Env]) -> tuple[str, bool]:
     return path, importable
 
 
+def is_process_local(name: str) -> bool:
+    """Whether env `name` can only be built in this process (see `local_env_name`)."""
+    return name in _LOCAL_ENVS or name.startswith("__main__:")
+
+
 def _import_env(path: str) -> Callable[..., Env]:
     module_name, _, attr = path.partition(":")
     if not module_name or not attr:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from spear_rl.envs.base import Env
-from spear_rl.fields import Settings, setting
+from spear_rl.fields import ConfigError, Settings, setting
 from spear_rl.models.forward import token_logprobs
 from spear_rl.models.tokenizer import end_of_turn_id, pad_token_id
 from spear_rl.rollout.batch import collate_samples
@@ -182,6 +182,12 @@ def run_sft(
         "expert_success_rate": wins / max(1, len(episodes)),
         "data_seconds": data_seconds,
     }
+    if not samples and episodes:
+        # no silent no-op: SFT was asked for, and the env gave it nothing to imitate
+        raise ConfigError(
+            f"sft.episodes={len(episodes)}, but the env's expert_action() gave no action in any "
+            "of them: implement expert_action, or set sft.episodes: 0 to skip the warm start"
+        )
     if not samples:
         return {**stats, "steps": 0, "seconds": time.perf_counter() - started}
 
