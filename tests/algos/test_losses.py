@@ -19,14 +19,6 @@ from spear_rl.algos.losses import (
 from spear_rl.registry import UnknownNameError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _run(name, logp, old_logp, adv, mask, cfg=None, generator=None):
     """Loss output and d(sum of token losses)/d logp."""
     logp = torch.as_tensor(logp, dtype=torch.float64).clone().requires_grad_(True)
@@ -323,3 +315,28 @@ def test_shape_mismatch_is_rejected():
 def test_bad_loss_config_is_rejected(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         PolicyLossConfig(**kwargs)
+
+
+# --- deviations from the reference, each an option (docs/method.md) ---------------------------
+
+
+def test_clip_cov_without_the_dual_clip_is_the_reference_form():
+    # Token 8 (A = -1, ratio 4): the dual clip caps its loss at 3 and keeps it out of the pick;
+    # without it the loss is 4 and the token (cov 4.5) becomes a candidate.
+    nothing = PolicyLossConfig(clip_cov_lb=10.0, clip_cov_ub=20.0, clip_cov_dual_clip=False)
+    out, _ = _run("clip_cov", COV_LOGP, COV_OLD, COV_ADV, COV_MASK, nothing)
+    assert out.token_loss[0, 8].item() == pytest.approx(4.0)
+    assert out.metrics["dual_clip_frac"] == 0.0
+    every = PolicyLossConfig(clip_cov_ratio=1.0, clip_cov_dual_clip=False)
+    out, _ = _run("clip_cov", COV_LOGP, COV_OLD, COV_ADV, COV_MASK, every)
+    assert set(torch.nonzero(out.selected[0]).flatten().tolist()) == ELIGIBLE | {8}
+    default, _ = _clip_cov(0.1, lb=10.0, ub=20.0)
+    assert default.token_loss[0, 8].item() == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize(("clamp", "penalty"), [(True, 2.0), (False, 3.0)])
+def test_kl_cov_log_ratio_clamp_is_an_option(clamp, penalty):
+    # One token, A = 0, log-ratio 30: the penalty is 0.1 * |log-ratio|, clamped at 20 or not.
+    cfg = PolicyLossConfig(kl_cov_coef=0.1, cov_log_ratio_clamp=clamp)
+    out, _ = _run("kl_cov", [[30.0]], [[0.0]], [[0.0]], [[1]], cfg)
+    assert out.token_loss[0, 0].item() == pytest.approx(penalty)

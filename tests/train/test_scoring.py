@@ -80,3 +80,17 @@ def test_kept_negative_counts_only_samples_the_group_filter_keeps():
     assert [s.traj_id for s in scored.train] == [0, 1]  # the group filter drops group 1 whole
     assert scored.samples[3].advantage < 0
     assert scored.metrics["filter/kept_negative"] == 1.0
+
+
+def test_baselines_are_the_kept_groups_or_all():
+    cfg = AlgoConfig(group_filter_ratio=0.5)
+    trajectories = [
+        _trajectory(0, 1.0, valid=True, parsed=True),
+        _trajectory(1, 0.0, valid=True, parsed=True),  # group 0: std > 0, kept
+        _trajectory(2, 3.0, valid=True, parsed=True, group_id=1),
+        _trajectory(3, 3.0, valid=True, parsed=True, group_id=1),  # group 1: std 0, dropped
+    ]
+    scored = score_batch(trajectories, cfg, toolcall_weight=0.0)
+    assert scored.group_kept == [True, False]
+    assert scored.baselines(kept_only=True) == ([0.5], [pytest.approx(0.7071, abs=1e-4)])
+    assert scored.baselines(kept_only=False)[0] == [0.5, 3.0]

@@ -323,3 +323,55 @@ def test_a_filtered_sample_still_counts_in_B(tiny, agg, scale):
     for a, b in zip(with_filtered, kept_only, strict=True):
         # the two runs shuffle differently, so sums differ in order: float32 rounding only
         torch.testing.assert_close(a, scale * b, rtol=1e-5, atol=1e-6)
+
+
+def test_cov_scope_micro_batch_lets_each_micro_batch_pick_alone(tiny):
+    """algo.cov_scope=micro_batch reproduces the reference: every micro-batch takes its own
+    max(1, floor(r N)) budget, so micro-batches of one sample pick one token each."""
+    model, tok = tiny
+    texts = ["<action>up</action>", "<action>left</action> up", "down <action>right</action>"]
+    samples = [make_sample(tok, model, t, float(i) - 1.0, traj_id=i) for i, t in enumerate(texts)]
+    picked = {}
+    for scope in ("mini_batch", "micro_batch"):
+        spec = LossSpec("kl_cov", PolicyLossConfig(cov_scope=scope), "seq-mean-token-sum", 16)
+        cfg = dataclasses.replace(settings(tok), on_policy=spec, micro_batch_size=1)
+        opt = GradCapture(model.parameters())
+        out = policy_update(model, opt, samples, None, 0.0, cfg, torch.Generator().manual_seed(0))
+        picked[scope] = out["actor/selected_tokens"]
+    assert picked == {"mini_batch": 1.0, "micro_batch": 3.0}  # r = 2e-4: the budget's floor of 1
+
+
+def test_replay_term_has_its_own_entropy_bonus_and_kl_cov_ratio():
+    from spear_rl.train.config import load_config
+    from spear_rl.train.settings import update_settings
+
+    class Tok:
+        pad_token_id = 0
+
+    cfg = load_config("sokoban/spear")
+    s = update_settings(cfg, Tok())
+    assert (s.replay.entropy_coef, s.on_policy.entropy_coef) == (0.001, 0.0)
+    assert (s.replay.params.kl_cov_ratio, s.on_policy.params.kl_cov_ratio) == (0.02, 2e-4)
+    assert s.replay.kl_coef == 0.0  # never a reference KL on replay
+    cfg = load_config("sokoban/spear", {"replay": {"entropy_coef": 0.0, "kl_cov_ratio": 0.5}})
+    s = update_settings(cfg, Tok())
+    assert (s.replay.entropy_coef, s.replay.params.kl_cov_ratio) == (0.0, 0.5)
+
+
+def test_the_replay_entropy_bonus_reaches_the_gradient(tiny):
+    model, tok = tiny
+    on = [make_sample(tok, model, "<action>up</action>", 1.0, 0)]
+    win = make_sample(tok, model, "<action>down</action>", 0.5, 9, reward=2.0)
+
+    def joint_grads(entropy_coef):
+        spec = LossSpec("vanilla", PolicyLossConfig(), "seq-mean-token-sum", 16)
+        replay = dataclasses.replace(spec, entropy_coef=entropy_coef)
+        cfg = dataclasses.replace(settings(tok), on_policy=spec, replay=replay)
+        opt = GradCapture(model.parameters())
+        policy_update(
+            model, opt, on, lambda n: [(win, 2.0)], 0.5, cfg, torch.Generator().manual_seed(0)
+        )
+        return opt.captured[0]
+
+    without, with_bonus = joint_grads(0.0), joint_grads(0.3)
+    assert max(float((a - b).abs().max()) for a, b in zip(with_bonus, without, strict=True)) > 1e-6

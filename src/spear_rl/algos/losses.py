@@ -41,6 +41,9 @@ LOG_RATIO_LIMIT = 20.0
 LOW_VAR_KL_LIMIT = 10.0
 
 POLICY_LOSSES: Registry = Registry("policy loss")
+# Where clip_cov / kl_cov count N and pick their tokens: the whole mini-batch (spec §4), or each
+# micro-batch on its own (the reference, whose choice then depends on the micro-batch size).
+COV_SCOPES = ("mini_batch", "micro_batch")
 
 
 @dataclass
@@ -56,10 +59,29 @@ class PolicyLossConfig(Settings):
     clip_cov_ratio: float = setting(2e-4, "share of tokens clip_cov detaches", ge=0, le=1)
     clip_cov_lb: float = setting(1.0, "clip_cov picks tokens with clip_cov_lb < cov < clip_cov_ub")
     clip_cov_ub: float = setting(5.0, "upper covariance bound of clip_cov's pick")
-    kl_cov_ratio: float = setting(2e-4, "share of top-covariance tokens kl_cov penalises", ge=0, le=1)
+    kl_cov_ratio: float = setting(
+        2e-4, "share of top-covariance tokens kl_cov penalises", ge=0, le=1
+    )
     kl_cov_coef: float = setting(0.1, "beta of the kl_cov penalty", ge=0)
+    cov_scope: str = setting(
+        "mini_batch",
+        "where clip_cov / kl_cov take N and pick tokens: the whole mini-batch (spec), or each "
+        "micro-batch alone (micro_batch, the reference: the choice depends on the micro-batch size)",
+        choices=COV_SCOPES,
+    )
+    clip_cov_dual_clip: bool = setting(
+        True,
+        "clip_cov applies the dual clip and never picks a dual-clipped token (the reference: no)",
+    )
+    cov_log_ratio_clamp: bool = setting(
+        True,
+        "clip_cov / kl_cov clamp logp - old_logp to +-20 before exp, as vanilla does (the "
+        "reference: unclamped, so an extreme ratio can give inf losses)",
+    )
     loss_agg: str = setting(
-        "seq-mean-token-sum-norm", "how token losses reduce to one number (spec §5)", choices=AGG_MODES
+        "seq-mean-token-sum-norm",
+        "how token losses reduce to one number (spec §5)",
+        choices=AGG_MODES,
     )
     loss_agg_t_norm: int = setting(
         0, "T_norm of seq-mean-token-sum-norm; 0 = the layout's max response length", ge=0
@@ -93,8 +115,10 @@ class PolicyLossInputs:
     # [B, T] bool: the tokens clip_cov / kl_cov act on, chosen over the whole mini-batch
     selected: Tensor | None = None
 
-    def log_ratio(self) -> Tensor:
-        return torch.clamp(self.logp - self.old_logp, -LOG_RATIO_LIMIT, LOG_RATIO_LIMIT)
+    def log_ratio(self, clamp: bool = True) -> Tensor:
+        """logp - old_logp, clamped to +-LOG_RATIO_LIMIT unless `clamp` is False."""
+        log_ratio = self.logp - self.old_logp
+        return torch.clamp(log_ratio, -LOG_RATIO_LIMIT, LOG_RATIO_LIMIT) if clamp else log_ratio
 
 
 @dataclass
@@ -104,7 +128,9 @@ class _LossParts:
     selected: Tensor | None = None
 
 
-PolicyLossFn = Callable[["PolicyLossInputs", "PolicyLossConfig", "torch.Generator | None"], "_LossParts"]
+PolicyLossFn = Callable[
+    ["PolicyLossInputs", "PolicyLossConfig", "torch.Generator | None"], "_LossParts"
+]
 
 
 def register_policy_loss(name: str) -> Callable[[PolicyLossFn], PolicyLossFn]:
@@ -175,7 +201,7 @@ def clip_cov_loss(
     Covariance-driven clipping keeps entropy from collapsing: tokens whose log-prob moves most with
     the advantage are the ones that sharpen the policy, so a small budget of them is held back.
     """
-    ppo = _ppo_clip(inp, cfg)
+    ppo = _ppo_clip(inp, cfg, clamp=cfg.cov_log_ratio_clamp, dual=cfg.clip_cov_dual_clip)
     selected = _given_selection(inp)
     loss = torch.where(selected, torch.zeros_like(ppo.loss), ppo.loss)
     metrics = {**ppo.metrics(inp.valid), "selected_tokens": float(selected.sum())}
@@ -187,7 +213,7 @@ def kl_cov_loss(
     inp: PolicyLossInputs, cfg: PolicyLossConfig, generator: torch.Generator | None = None
 ) -> _LossParts:
     """-A * rho, plus coef * |logp - old_logp| on the selected (top-k by cov) tokens; no clipping."""
-    log_ratio = inp.log_ratio()
+    log_ratio = inp.log_ratio(clamp=cfg.cov_log_ratio_clamp)
     loss = -inp.advantages * torch.exp(log_ratio)
     selected = _given_selection(inp)
     penalty = cfg.kl_cov_coef * log_ratio.abs()
@@ -216,7 +242,7 @@ def _select_clip_cov(
     all_gather: Collective,
 ) -> Tensor:
     """max(1, floor(r N)) tokens uniformly at random among the unclipped with lb < cov < ub."""
-    ppo = _ppo_clip(inp, cfg)
+    ppo = _ppo_clip(inp, cfg, clamp=cfg.cov_log_ratio_clamp, dual=cfg.clip_cov_dual_clip)
     valid = inp.valid
     cov, num_valid = token_covariance(inp.advantages[valid], inp.logp[valid], reduce_sum)
     unclipped = ~ppo.clip_binds[valid] & ~ppo.dual_binds[valid]
@@ -333,15 +359,19 @@ class _PPOClip:
         }
 
 
-def _ppo_clip(inp: PolicyLossInputs, cfg: PolicyLossConfig) -> _PPOClip:
+def _ppo_clip(
+    inp: PolicyLossInputs, cfg: PolicyLossConfig, clamp: bool = True, dual: bool = True
+) -> _PPOClip:
     advantages = inp.advantages
-    ratio = torch.exp(inp.log_ratio())
+    ratio = torch.exp(inp.log_ratio(clamp=clamp))
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1 - cfg.clip_low, 1 + cfg.clip_high)
     loss = torch.maximum(unclipped, clipped)
     # Dual clip caps the loss of negative-advantage tokens whose ratio has exploded.
     dual_cap = -advantages * cfg.dual_clip_c
     negative = advantages < 0
+    if not dual:
+        negative = torch.zeros_like(negative)
     dual_binds = negative & (loss > dual_cap)
     loss = torch.where(negative, torch.minimum(loss, dual_cap), loss)
     return _PPOClip(loss, ratio.detach(), (clipped > unclipped).detach(), dual_binds.detach())

@@ -41,6 +41,7 @@ from spear_rl.fields import ConfigError, Settings, setting
 RECALIBRATIONS = ("p50", "decay")
 SAMPLINGS = ("uniform", "priority")
 TRIGGERS = ("continuous", "reference")
+BASELINE_GROUPS = ("kept", "all")
 # Added to the median history std before dividing (spec §6), as in the grpo advantage.
 STD_EPS = 1e-6
 # Reference trigger: fire once more than this many buffer sizes of items beat the baseline.
@@ -98,6 +99,18 @@ class ReplayConfig(Settings):
     clip_cov_ratio: float = setting(0.02, "clip_cov's share of replay tokens", ge=0, le=1)
     clip_cov_lb: float = setting(2.0, "clip_cov's lower covariance bound on replay tokens")
     clip_cov_ub: float = setting(60.0, "clip_cov's upper covariance bound on replay tokens")
+    kl_cov_ratio: float = setting(
+        0.02, "kl_cov's share of replay tokens (the SPEAR scripts' kl_cov_ratio_replay)", ge=0, le=1
+    )
+    entropy_coef: float = setting(
+        0.001, "entropy bonus c_H of the replay term (the reference recipe's 0.001)", ge=0
+    )
+    baseline_groups: str = setting(
+        "kept",
+        "groups whose reward mean/std enter the baseline history: those the group-std filter "
+        "kept (the reference), or all",
+        choices=BASELINE_GROUPS,
+    )
 
     def check(self) -> None:
         if not self.clip_cov_lb < self.clip_cov_ub:

@@ -28,6 +28,15 @@ class ScoredBatch:
     group_means: list[float]
     group_stds: list[float]
     metrics: dict[str, float] = field(default_factory=dict)
+    group_kept: list[bool] = field(default_factory=list)  # per group: the group-std filter kept it
+
+    def baselines(self, kept_only: bool) -> tuple[list[float], list[float]]:
+        """This step's per-group (means, stds) for the baseline history: every group, or only
+        the groups the group-std filter kept (the reference)."""
+        if not kept_only:
+            return self.group_means, self.group_stds
+        kept = [i for i, k in enumerate(self.group_kept) if k]
+        return [self.group_means[i] for i in kept], [self.group_stds[i] for i in kept]
 
 
 def assign_rewards(
@@ -134,4 +143,5 @@ def score_batch(
     }
     for name in ("overlong", "incomplete", "repetitive", "unreadable"):
         metrics[f"filter/{name}"] = float(filter_counts.get(name, 0))
-    return ScoredBatch(samples, train, means.tolist(), stds.tolist(), metrics)
+    group_kept = [g in kept_groups for g in group_ids.tolist()]
+    return ScoredBatch(samples, train, means.tolist(), stds.tolist(), metrics, group_kept)

@@ -21,10 +21,12 @@ def update_settings(cfg: Config, tokenizer) -> UpdateSettings:
         clip_cov_ratio=r.clip_cov_ratio,
         clip_cov_lb=r.clip_cov_lb,
         clip_cov_ub=r.clip_cov_ub,
+        kl_cov_ratio=r.kl_cov_ratio,
     )
     return UpdateSettings(
         on_policy=LossSpec(a.loss, params, a.loss_agg, t_norm, a.entropy_coef, a.kl_coef),
-        replay=LossSpec(a.loss, replay_params, a.loss_agg, t_norm),  # no reference KL on replay
+        # the replay term: its own clip_cov / kl_cov budget and entropy bonus, no reference KL
+        replay=LossSpec(a.loss, replay_params, a.loss_agg, t_norm, r.entropy_coef),
         mini_batch_size=cfg.train.mini_batch_size,
         micro_batch_size=cfg.train.micro_batch_size,
         ppo_epochs=cfg.train.ppo_epochs,

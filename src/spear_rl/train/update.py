@@ -184,6 +184,8 @@ def mini_batch_selection(
     alone = reduce_sum is local_only and all_gather is local_only
     if not needs_token_selection(spec.name) or (alone and len(batches) <= 1):
         return [None] * len(batches)
+    if spec.params.cov_scope == "micro_batch":  # the reference: each micro-batch picks alone
+        return [None] * len(batches)
     device = next(model.parameters()).device
     parts: list[tuple[torch.Tensor, ...]] = [(torch.zeros(0, device=device),) * 3]
     with torch.no_grad():
