@@ -11,6 +11,24 @@ import pytest
 
 EXAMPLE_PACKAGE = Path(__file__).parent / "custom_env_pkg"
 
+# tests/rollout/spear_toy_env.py (the corridor env and its tiny policy) is imported by name from the
+# rollout, model and train tests; its folder goes on the path here, once, for all of them
+sys.path.insert(0, str(Path(__file__).parent / "rollout"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """Torch on one thread for the whole session (restored at its end): the suite runs on 2 shared
+    cores, where a larger thread pool spins and makes every op many times slower, and runs that
+    are compared number for number (resume, frozen control) must use the same thread count."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 
 @pytest.fixture(scope="session")
 def example_envs_site(tmp_path_factory) -> Path:

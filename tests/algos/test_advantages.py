@@ -23,14 +23,6 @@ from spear_rl.registry import UnknownNameError
 EPS = 1e-6
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _inp(rewards, groups, trajs, **extra) -> AdvantageInput:
     return AdvantageInput(
         rewards=torch.tensor(rewards, dtype=torch.float32),

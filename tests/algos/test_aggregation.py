@@ -15,15 +15,6 @@ from hypothesis import strategies as st
 
 from spear_rl.algos.aggregation import AGG_MODES, AggregationNorm, aggregate_loss, aggregation_norm
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 LOSS = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
 MASK = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
 NORM = AggregationNorm(num_tokens=3.0, num_seqs=2, t_norm=4.0)

@@ -209,6 +209,7 @@ def planner_env(tmp_path_factory):
     env.close()
 
 
+@pytest.mark.slow  # 25 s on the loaded 2-core machine; the held-out test below stays fast
 def test_planner_plans_win_30_tasks_of_all_types(planner_env):
     lengths: dict[str, list[int]] = collections.defaultdict(list)
     for seed in range(30):
@@ -233,6 +234,7 @@ def search_until_first_take(env: AlfWorldEnv, seed: int) -> tuple[list[str], lis
     return commands, room
 
 
+@pytest.mark.slow  # 51 s on the loaded 2-core machine
 def test_searching_expert_wins_30_tasks_looking_only_where_it_can_see(env, planner_env):
     planner_walks_elsewhere = 0
     for seed in range(30):

@@ -13,11 +13,6 @@ from spear_rl.models import ModelConfig, ModelLoadError, load_policy, token_logp
 CORPUS = ["You are at cell 3 of 6. Reach the exit at cell 0.", "<action>left</action>"] * 10
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
-
-
 def _tiny(seed: int = 0, **overrides):
     return load_policy(ModelConfig(**overrides), corpus=lambda: CORPUS, seed=seed)
 

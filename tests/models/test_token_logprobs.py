@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
+from spear_toy_env import corridor_corpus, tiny_policy
 
 import spear_rl.models.forward as forward
 from spear_rl.models import ModelConfig, load_policy, positions_from_mask, token_logprobs
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "rollout"))
-from spear_toy_env import corridor_corpus, tiny_policy  # noqa: E402
 
 
 class BigramLM(torch.nn.Module):

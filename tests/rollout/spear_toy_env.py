@@ -1,7 +1,7 @@
 """A test-only env: walk a corridor to its exit. Small, deterministic, with an expert and failure knobs.
 
-Registered as "test-corridor". Imported by the rollout, model and SFT tests (tests/train adds this
-folder to sys.path).
+Registered as "test-corridor". Imported by the rollout, model and SFT tests (tests/conftest.py puts
+this folder on sys.path).
 """
 
 from __future__ import annotations
@@ -91,11 +91,8 @@ _POLICY_CACHE: dict = {}
 
 def tiny_policy(seed: int = 0):
     """(model, tokenizer): the tiny default policy for the corridor env, built once per process."""
-    import torch
-
     from spear_rl.models import ModelConfig, load_policy
 
-    torch.set_num_threads(1)
     if seed not in _POLICY_CACHE:
         _POLICY_CACHE[seed] = load_policy(ModelConfig(), corpus=corridor_corpus, seed=seed)
     return _POLICY_CACHE[seed]

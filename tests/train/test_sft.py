@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import re
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from spear_toy_env import CorridorEnv, corridor_corpus
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "rollout"))
-from spear_toy_env import CorridorEnv, corridor_corpus  # noqa: E402
-
-import spear_rl.rollout.engines.hf as hf_engine  # noqa: E402
-from spear_rl.envs.base import INVALID_ACTION_FEEDBACK  # noqa: E402
-from spear_rl.models import ModelConfig, load_policy, token_logprobs  # noqa: E402
-from spear_rl.rollout import RolloutConfig, Sample, collate_samples, run_rollout  # noqa: E402
-from spear_rl.rollout.generation import GenOutput  # noqa: E402
-from spear_rl.train.sft import (  # noqa: E402
+import spear_rl.rollout.engines.hf as hf_engine
+from spear_rl.envs.base import INVALID_ACTION_FEEDBACK
+from spear_rl.models import ModelConfig, load_policy, token_logprobs
+from spear_rl.rollout import RolloutConfig, Sample, collate_samples, run_rollout
+from spear_rl.rollout.generation import GenOutput
+from spear_rl.train.sft import (
     SFTConfig,
     expert_trajectories,
     run_sft,
@@ -29,7 +25,6 @@ SEEDS = list(range(6))
 
 @pytest.fixture()
 def policy():
-    torch.set_num_threads(1)
     return load_policy(ModelConfig(), corpus=corridor_corpus, seed=0)
 
 

@@ -1,7 +1,6 @@
 """The SFT warm-start cache: a cached start gives the same run as a fresh one, keyed correctly."""
 
 import pytest
-import torch
 from test_trainer import TINY
 
 from spear_rl.train.config import deep_merge, load_config
@@ -31,7 +30,6 @@ def comparable(run_dir):
 
 
 def test_cached_warm_start_gives_the_same_run(tmp_path):
-    torch.set_num_threads(1)
     cache = tmp_path / "cache"
     lines: list[str] = []
     fresh = train(config(tmp_path, "fresh", cache), echo=lines.append)
