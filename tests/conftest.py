@@ -29,7 +29,6 @@ def one_thread():
     torch.set_num_threads(previous)
 
 
-
 @pytest.fixture(scope="session")
 def example_envs_site(tmp_path_factory) -> Path:
     """A folder where pip installed tests/custom_env_pkg (the envs of docs/custom-env.md) with
