@@ -110,10 +110,6 @@ def _locked(fn: Any, *args: Any) -> Any:
 _IDLE_ENGINES: list[Any] = []
 
 
-def idle_engine_count() -> int:
-    return len(_IDLE_ENGINES)
-
-
 def _trim_interned_facts() -> None:
     """Empty TextWorld's intern table of propositions once it is large (call under the lock)."""
     try:

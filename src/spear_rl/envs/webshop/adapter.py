@@ -13,31 +13,27 @@ and admissible actions as the generated env, so recipes run on both by changing 
 
 Sessions named "fixed_<i>" play goal i. Task seeds map to WebShop's usual split: held-out seeds
 (>= EVAL_SEED_OFFSET) to goals [0, 500) (its test goals), training seeds to goals [1500, 12087).
-Navigation state (query, page, item, chosen options) is kept here, as the server keeps none.
+Navigation state (query, page, item, chosen options) is kept here, as the server keeps none, and
+moves as in the generated env (navigation.py).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import http.client
 import math
 import socket
 import threading
 import time
 import urllib.parse
-from dataclasses import dataclass
 
 from spear_rl.envs.base import EVAL_SEED_OFFSET, Env, StepResult, register_env
 from spear_rl.envs.webshop.actions import Accepted, Rejection, check_action
 from spear_rl.envs.webshop.env import DEFAULT_MAX_TURNS, SUCCESS_REWARD, SYSTEM_PROMPT
+from spear_rl.envs.webshop.navigation import PageState, next_state
 from spear_rl.envs.webshop.pages import (
-    BACK_TO_SEARCH,
-    BUY_NOW,
     DESCRIPTION,
     FEATURES,
-    NEXT_PAGE,
-    PREV_PAGE,
     PageView,
     detail_view,
     done_view,
@@ -61,24 +57,12 @@ DEFAULT_EVAL_GOALS = (0, 500)
 # WebShop's pages are tens of kB; a page far beyond that is a broken or hostile server
 DEFAULT_MAX_PAGE_BYTES = 4 * 1024 * 1024
 _SUCCESS_TOLERANCE = 1e-9
-_BACK, _NEXT, _PREV, _BUY = (
-    element_key(b) for b in (BACK_TO_SEARCH, NEXT_PAGE, PREV_PAGE, BUY_NOW)
-)
+# a detail page's part (as PageState.detail names it) -> its name in the server's URLs
 _SUB_PAGES = {element_key(DESCRIPTION): DESCRIPTION, element_key(FEATURES): FEATURES}
 
 
 class WebShopServerError(RuntimeError):
     """The WebShop server could not be reached or answered with something unexpected."""
-
-
-@dataclass(frozen=True)
-class _Nav:
-    kind: str = "search"
-    keywords: tuple[str, ...] = ()
-    page_num: int = 1
-    asin: str = ""
-    options: tuple[tuple[str, str], ...] = ()
-    sub_page: str = ""  # "Description" or "Features"
 
 
 @register_env("webshop_http")
@@ -122,7 +106,7 @@ class WebShopHTTPEnv(Env):
         self.train_goal_range = _goal_range(train_goal_range, "train_goal_range")
         self.eval_goal_range = _goal_range(eval_goal_range, "eval_goal_range")
         self.session = ""
-        self.nav = _Nav()
+        self.nav: PageState[str] = PageState()  # products named by ASIN
         self.view: PageView = search_view("")
         self.valid_actions = 0
         self.last_score: float | None = None
@@ -139,7 +123,7 @@ class WebShopHTTPEnv(Env):
     def _reset(self, seed: int) -> str:
         self.session = f"fixed_{self.goal_index(seed)}"
         self.valid_actions, self.last_score = 0, None
-        self.nav = _Nav()
+        self.nav = PageState()
         page = parse_html(self._get(self._path(self.session)))
         self.task = self._read(read_instruction, page)
         self.view = search_view(self.task)
@@ -149,7 +133,11 @@ class WebShopHTTPEnv(Env):
         if not self.session:
             raise RuntimeError("step() before reset(): call reset(seed) first")
         verdict = check_action(action, self.view)
-        if isinstance(verdict, Accepted) and verdict.verb == "search" and not _keywords(verdict):
+        if (
+            isinstance(verdict, Accepted)
+            and verdict.verb == "search"
+            and not _keywords(verdict.argument)
+        ):
             verdict = Rejection(
                 "Invalid action: the query has no words, e.g. search[red rain jacket]."
             )
@@ -158,7 +146,12 @@ class WebShopHTTPEnv(Env):
             info["webshop_score"] = 0.0
             return StepResult(self.observation, 0.0, False, info)
         self.valid_actions += 1
-        nav = self._transition(self.nav, verdict)
+        nav = next_state(
+            self.nav,
+            verdict,
+            product_named=lambda key: next(a for a in self._row_ids if element_key(a) == key),
+            option_groups=lambda asin: self._option_groups,  # of the item page shown now
+        )
         self.view = self._fetch_view(nav)  # may raise WebShopServerError: nav stays as it was
         self.nav = nav
         reward, score, done = 0.0, 0.0, False
@@ -175,37 +168,11 @@ class WebShopHTTPEnv(Env):
     def admissible_actions(self) -> list[str]:
         return [] if self.done else self.view.admissible_actions()
 
-    # ---- navigation -------------------------------------------------------------------------
-    def _transition(self, nav: _Nav, action: Accepted) -> _Nav:
-        if action.verb == "search":
-            return _Nav("results", _keywords(action))
-        element = action.argument
-        if element == _BACK:
-            return _Nav()
-        if nav.kind == "results":
-            if element in (_NEXT, _PREV):
-                step = 1 if element == _NEXT else -1
-                return dataclasses.replace(nav, page_num=nav.page_num + step)
-            asin = next(a for a in self._row_ids if element_key(a) == element)
-            return _Nav("item", nav.keywords, nav.page_num, asin)
-        if nav.kind == "item":
-            if element == _PREV:
-                return _Nav("results", nav.keywords, nav.page_num)
-            if element in _SUB_PAGES:
-                return dataclasses.replace(nav, kind="detail", sub_page=_SUB_PAGES[element])
-            if element == _BUY:
-                return dataclasses.replace(nav, kind="done")
-            options = dict(nav.options)
-            for group, values in self._option_groups:
-                for value in values:
-                    if element_key(value) == element:
-                        options[group] = value
-            return dataclasses.replace(nav, options=tuple(options.items()))
-        return dataclasses.replace(nav, kind="item", sub_page="")  # detail: "< prev"
-
-    def _fetch_view(self, nav: _Nav) -> PageView:
-        keywords = repr(list(nav.keywords))
-        options_text = repr(dict(nav.options))
+    # ---- pages ------------------------------------------------------------------------------
+    def _fetch_view(self, nav: PageState[str]) -> PageView:
+        """Request the page `nav` names from the server and render it."""
+        keywords = repr(list(_keywords(nav.query)))
+        options_text = repr(dict(nav.selected))
         if nav.kind == "search":
             page = parse_html(self._get(self._path(self.session)))
             return search_view(self._read(read_instruction, page))
@@ -216,32 +183,32 @@ class WebShopHTTPEnv(Env):
             return results_view(page_num, total, rows)
         if nav.kind == "item":
             path = self._path(
-                "item_page", self.session, nav.asin, keywords, str(nav.page_num), options_text
+                "item_page", self.session, nav.product, keywords, str(nav.page_num), options_text
             )
             title, price, groups = self._read(read_item, parse_html(self._get(path)))
             self._option_groups = groups
-            return item_view(title, price, groups, dict(nav.options))
+            return item_view(title, price, groups, dict(nav.selected))
         if nav.kind == "detail":
             path = self._path(
                 "item_sub_page",
                 self.session,
-                nav.asin,
+                nav.product,
                 keywords,
                 str(nav.page_num),
-                nav.sub_page,
+                _SUB_PAGES[nav.detail],
                 options_text,
             )
-            lines = read_detail(parse_html(self._get(path)), f"No {nav.sub_page}")
+            lines = read_detail(parse_html(self._get(path)), f"No {_SUB_PAGES[nav.detail]}")
             return detail_view(lines)
-        page = parse_html(self._get(self._path("done", self.session, nav.asin, options_text)))
+        page = parse_html(self._get(self._path("done", self.session, nav.product, options_text)))
         score = self._read(read_score, page)
         if not 0.0 <= score <= 1.0 + _SUCCESS_TOLERANCE:  # also false for NaN
             raise WebShopServerError(
-                f"WebShop server {self.url} reported score {score!r} for {nav.asin}, outside "
+                f"WebShop server {self.url} reported score {score!r} for {nav.product}, outside "
                 "[0, 1]; not used as a reward"
             )
         self.last_score = score
-        return done_view(nav.asin, self.last_score)
+        return done_view(nav.product, self.last_score)
 
     # ---- HTTP -------------------------------------------------------------------------------
     def _path(self, *parts: str) -> str:
@@ -347,10 +314,10 @@ def _abort(conn: http.client.HTTPConnection, expired: threading.Event) -> None:
             sock.shutdown(socket.SHUT_RDWR)
 
 
-def _keywords(search: Accepted) -> tuple[str, ...]:
+def _keywords(query: str) -> tuple[str, ...]:
     """The query as the server's search form sends it: lower case, split on spaces. A "/" would
     break the server's routes, so it becomes a space."""
-    return tuple(search.argument.replace("/", " ").lower().split())
+    return tuple(query.replace("/", " ").lower().split())
 
 
 def _goal_range(value, name: str) -> tuple[int, int]:

@@ -14,18 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from dataclasses import dataclass
 
 from spear_rl.envs.base import Env, StepResult, register_env
 from spear_rl.envs.parsing import MAX_ACTION_CHARS
-from spear_rl.envs.webshop.actions import Accepted, Rejection, check_action
+from spear_rl.envs.webshop.actions import Rejection, check_action
 from spear_rl.envs.webshop.catalogue import DEFAULT_NUM_PRODUCTS, Catalogue, build_catalogue
 from spear_rl.envs.webshop.instructions import Goal, make_goal
+from spear_rl.envs.webshop.navigation import BACK, BUY, NEXT, PREV, PageState, next_state
 from spear_rl.envs.webshop.pages import (
-    BACK_TO_SEARCH,
-    BUY_NOW,
-    NEXT_PAGE,
-    PREV_PAGE,
     RESULTS_PER_PAGE,
     SEP,
     PageView,
@@ -53,26 +49,9 @@ SYSTEM_PROMPT = (
     "and then the action in <action>...</action>."
 )
 
-_BACK, _NEXT, _PREV, _BUY = (
-    element_key(b) for b in (BACK_TO_SEARCH, NEXT_PAGE, PREV_PAGE, BUY_NOW)
-)
-_DETAIL_PAGES = ("description", "features")
 # The price clause of an instruction is dropped from the oracle's query when the whole instruction
 # would not fit in one action.
 _QUERY_LIMIT = MAX_ACTION_CHARS - len("search[]")
-
-
-@dataclass(frozen=True)
-class PageState:
-    """Everything the current page shows; the observation is rendered from it alone."""
-
-    kind: str = "search"  # "search" | "results" | "item" | "detail" | "done"
-    query: str = ""
-    page_num: int = 1
-    product: int = -1  # catalogue index on item/detail/done pages
-    selected: tuple[tuple[str, str], ...] = ()  # (group, value) in the item's group order
-    detail: str = ""  # "description" or "features" on a detail page
-    score: float = 0.0  # purchase score on the done page
 
 
 @register_env("webshop")
@@ -103,7 +82,7 @@ class WebShopEnv(Env):
         self.shuffle_ids = bool(shuffle_ids)
         self._show_ids([p.product_id for p in catalogue.products])
         self.goal: Goal | None = None
-        self.state = PageState()
+        self.state: PageState[int] = PageState()
         self.view: PageView = search_view("")
         self.valid_actions = 0
         self.last_score: PurchaseScore | None = None
@@ -129,19 +108,25 @@ class WebShopEnv(Env):
             info["webshop_score"] = 0.0
             return StepResult(self.observation, 0.0, False, info)
         self.valid_actions += 1
-        next_state = self._transition(self.state, verdict)
+        state = next_state(
+            self.state,
+            verdict,
+            # check_action accepted a click on a results page only for an id the page shows
+            product_named=self._index_by_key.__getitem__,
+            option_groups=lambda index: self.catalogue.products[index].options,
+        )
         reward, score, done = 0.0, 0.0, False
-        if next_state.kind == "done":
-            product = self.catalogue.products[next_state.product]
-            self.last_score = score_purchase(product, self.goal, dict(next_state.selected))
+        if state.kind == "done":
+            product = self.catalogue.products[state.product]
+            self.last_score = score_purchase(product, self.goal, dict(state.selected))
             score, done = self.last_score.score, True
-            next_state = dataclasses.replace(next_state, score=score)
+            state = dataclasses.replace(state, score=score)
             self.won = self.last_score.success
             reward = SUCCESS_REWARD * self.won + (score if self.dense_score else 0.0)
-        info = {"webshop_score": score, "page": next_state.kind}
+        info = {"webshop_score": score, "page": state.kind}
         if not done and self.valid_actions >= self.max_turns:
             done, info["timeout"] = True, True
-        return StepResult(self._show(next_state), reward, done, info)
+        return StepResult(self._show(state), reward, done, info)
 
     @property
     def admissible_actions(self) -> list[str]:
@@ -180,17 +165,17 @@ class WebShopEnv(Env):
                     return f"click[{self.shown_id(index)}]"
             if state.query == self._expert_query() and target.index in results:
                 target_page = results.index(target.index) // RESULTS_PER_PAGE + 1
-                return f"click[{_NEXT if target_page > state.page_num else _PREV}]"
-            return f"click[{_BACK}]"
+                return f"click[{NEXT if target_page > state.page_num else PREV}]"
+            return f"click[{BACK}]"
         if state.kind == "item":
             if not self.satisfies_goal(state.product):
-                return f"click[{_PREV}]"
+                return f"click[{PREV}]"
             selected = dict(state.selected)
             for group, value in goal.options:
                 if selected.get(group) != value:
                     return f"click[{element_key(value)}]"
-            return f"click[{_BUY}]"
-        return f"click[{_PREV}]"  # detail page
+            return f"click[{BUY}]"
+        return f"click[{PREV}]"  # detail page
 
     def satisfies_goal(self, index: int) -> bool:
         """Whether buying product `index` with the goal's options clicked would score 1.0."""
@@ -225,45 +210,12 @@ class WebShopEnv(Env):
             self._oracle_query = query
         return self._oracle_query
 
-    def _transition(self, state: PageState, action: Accepted) -> PageState:
-        if action.verb == "search":
-            return PageState("results", query=action.argument)
-        element = action.argument
-        if element == _BACK:
-            return PageState()
-        if state.kind == "results":
-            if element in (_NEXT, _PREV):
-                step = 1 if element == _NEXT else -1
-                return dataclasses.replace(state, page_num=state.page_num + step)
-            # check_action accepted the element from this page's ids
-            return PageState("item", state.query, state.page_num, self._index_by_key[element])
-        if state.kind == "item":
-            if element == _PREV:
-                return PageState("results", state.query, state.page_num)
-            if element in _DETAIL_PAGES:
-                return dataclasses.replace(state, kind="detail", detail=element)
-            if element == _BUY:
-                return dataclasses.replace(state, kind="done")
-            return self._select_option(state, element)
-        # detail page: "< prev" goes back to the item
-        return dataclasses.replace(state, kind="item", detail="")
-
-    def _select_option(self, state: PageState, element: str) -> PageState:
-        product = self.catalogue.products[state.product]
-        selected = dict(state.selected)
-        for group, values in product.options:
-            for value in values:
-                if element_key(value) == element:
-                    selected[group] = value
-        ordered = tuple((g, selected[g]) for g, _ in product.options if g in selected)
-        return dataclasses.replace(state, selected=ordered)
-
-    def _show(self, state: PageState) -> str:
+    def _show(self, state: PageState[int]) -> str:
         self.state = state
         self.view = self._render(state)
         return self.view.text
 
-    def _render(self, state: PageState) -> PageView:
+    def _render(self, state: PageState[int]) -> PageView:
         assert self.goal is not None
         if state.kind == "search":
             return search_view(self.goal.instruction)
