@@ -38,7 +38,7 @@ def example_envs_site(tmp_path_factory) -> Path:
     shutil.copytree(
         EXAMPLE_PACKAGE, source, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
     )
-    subprocess.run(
+    done = subprocess.run(
         [
             sys.executable,
             "-m",
@@ -53,9 +53,10 @@ def example_envs_site(tmp_path_factory) -> Path:
             str(site),
             str(source),
         ],
-        check=True,
         capture_output=True,
+        text=True,
     )
+    assert done.returncode == 0, f"pip could not install {EXAMPLE_PACKAGE}:\n{done.stderr}"
     return site
 
 
