@@ -3,7 +3,6 @@
 import math
 
 import pytest
-import torch
 
 from spear_rl.cli import main
 from spear_rl.experiments.compare import compare
@@ -74,7 +73,6 @@ EXPECTED_EVERY_STEP = [
 
 @pytest.fixture(scope="module")
 def two_step_run(tmp_path_factory):
-    torch.set_num_threads(1)
     tmp = tmp_path_factory.mktemp("runs")
     result = train(tiny_config(tmp, "two"), echo=lambda *_: None)
     return result
@@ -117,7 +115,6 @@ def test_plot_writes_a_png(two_step_run, tmp_path):
 def test_resume_continues_the_same_run(tmp_path, model):
     """4 steps in one go == 2 steps, then --resume for 2 more (same metrics, fixed seeds, CPU).
     A LoRA run resumes from its saved adapters on the rebuilt base."""
-    torch.set_num_threads(1)
     straight = train(
         tiny_config(tmp_path, "straight", train={"steps": 4}, model=model), echo=lambda *_: None
     )
@@ -170,7 +167,6 @@ def eval_rows(run_dir) -> dict[int, tuple[float, ...]]:
 def test_frozen_control_matches_a_run_that_cannot_move(tmp_path):
     """A run at lr 0 never changes its policy, so the frozen control, which evaluates the same warm
     start at the same steps with the same sampling seeds, must log exactly its evaluations."""
-    torch.set_num_threads(1)
     over = {**TINY, "train": {**TINY["train"], "steps": 3, "eval_every": 2, "lr": 0.0}}
     report = compare("sokoban", ["spear", "frozen"], [0], tmp_path, over, echo=lambda *_: None)
 

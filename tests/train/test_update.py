@@ -32,7 +32,6 @@ class GradCapture(torch.optim.Optimizer):
 
 @pytest.fixture(scope="module")
 def tiny():
-    torch.set_num_threads(1)
     tok = build_tiny_tokenizer(["up down left right <think></think><action>up</action>"] * 20, 300)
     model = build_tiny_model(tok, ModelConfig(tiny_layers=1, tiny_hidden=32, tiny_heads=2), seed=0)
     return model, tok
