@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="success rate of a saved policy on held-out tasks")
     p.add_argument("run_dir", help="a run folder (its latest checkpoint) or a checkpoint folder")
     p.add_argument("--episodes", type=int, default=None)
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="sampling seed (default: the one the run evaluated this step with, so they agree)",
+    )
 
     p = sub.add_parser("compare", help="presets x seeds on one environment; table and curves")
     p.add_argument("--env", default="sokoban", help="recipe folder: sokoban, alfworld, ...")
@@ -120,11 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2 if rest else 0
     try:
         return dispatch(args, rest, parser)
-    except KeyboardInterrupt:
-        print(
-            "interrupted; the latest checkpoint can be resumed with --resume RUN_DIR",
-            file=sys.stderr,
-        )
+    except KeyboardInterrupt as err:
+        # a training run says where it stopped and from which step it resumes (interrupt.py)
+        print(str(err) or "interrupted", file=sys.stderr)
         return 130
     except Exception as err:
         if not isinstance(err, usage_errors()) or os.environ.get("SPEAR_DEBUG"):
@@ -194,9 +198,13 @@ def cmd_train(args: argparse.Namespace, overrides: dict, load_config) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from spear_rl.train.checkpoint import latest_checkpoint
+    import math
+
+    from spear_rl.train.checkpoint import checkpoint_step, latest_checkpoint
+    from spear_rl.train.evaluate import evaluate_policy
+    from spear_rl.train.metrics import read_metrics
     from spear_rl.train.run_dir import load_run_config
-    from spear_rl.train.runtime import make_env_factory, pick_device
+    from spear_rl.train.runtime import derive_seed, make_env_factory, pick_device
     from spear_rl.train.warm_start import build_policy
 
     path = Path(args.run_dir)
@@ -208,17 +216,31 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if checkpoint is None or not (checkpoint / "model").is_dir():
         raise FileNotFoundError(f"no checkpoint found under {path}")
     cfg = load_run_config(run_dir)
-    from spear_rl.train.evaluate import evaluate_policy
+    step = checkpoint_step(checkpoint)
+    # by default the run's own sampling seed and episodes for this step: the same number it logged
+    seed = derive_seed(cfg.train.seed, step, "eval") if args.seed is None else args.seed
+    episodes = args.episodes or cfg.train.eval_episodes
 
     model, tokenizer = build_policy(cfg, None, checkpoint)
     model.to(pick_device(cfg.train.device))
-    episodes = args.episodes or cfg.train.eval_episodes
     metrics, _ = evaluate_policy(
-        model, tokenizer, make_env_factory(cfg), cfg.rollout, episodes, seed=cfg.train.seed
+        model, tokenizer, make_env_factory(cfg), cfg.rollout, episodes, seed=seed
     )
+    rate = metrics["eval/success_rate"]
+    stderr = math.sqrt(rate * (1 - rate) / episodes)  # of the success rate, over these episodes
     print(
-        f"{checkpoint}: held-out success {metrics['eval/success_rate']:.3f} over {episodes} episodes"
+        f"{checkpoint}: held-out success {rate:.3f} ± {stderr:.3f} (standard error) over "
+        f"{episodes} episodes, sampling seed {seed}"
     )
+    logged = [
+        r["eval/success_rate"]
+        for r in read_metrics(run_dir, warn=False)
+        if r["step"] == step and "eval/success_rate" in r
+    ]
+    if logged:
+        same = args.seed is None and episodes == cfg.train.eval_episodes
+        note = "same episodes and seed" if same else "other episodes or seed: expect a difference"
+        print(f"  the run's own evaluation at step {step}: {logged[-1]:.3f} ({note})")
     for key, value in metrics.items():
         print(f"  {key}: {value:.4g}")
     return 0

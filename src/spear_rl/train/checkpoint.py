@@ -29,6 +29,9 @@ from transformers.utils import logging as hf_logging
 from spear_rl.models.loading import save_policy
 
 STATE_FILE = "state.pt"
+# The policy right after the SFT warm start, kept in the run folder until the first checkpoint so
+# that a crash or Ctrl-C between the two does not throw the warm start away (warm_start.py).
+SFT_POLICY_DIR = "sft_policy"
 _STEP_DIR = re.compile(r"step_(\d+)")
 _STATE_KEYS = ("optimizer", "scheduler", "replay", "rng", "step", "success_before")
 
@@ -85,6 +88,7 @@ def save_checkpoint(
     tmp.rename(final)
     write_pointer(root, final.name)
     prune(root, keep)
+    shutil.rmtree(run_dir / SFT_POLICY_DIR, ignore_errors=True)  # a checkpoint supersedes it
     return final
 
 

@@ -19,6 +19,18 @@ class MissingExtraError(RuntimeError):
     pass
 
 
+def check_log_extras(cfg: LogConfig) -> None:
+    """The optional loggers a run asks for are installed (checked before the run folder is made)."""
+    import importlib.util
+
+    if cfg.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise MissingExtraError(
+            "log.tensorboard=true needs tensorboard: pip install 'spear-rl[tensorboard]'"
+        )
+    if cfg.wandb and importlib.util.find_spec("wandb") is None:
+        raise MissingExtraError("log.wandb=true needs wandb: pip install wandb")
+
+
 class MetricsLogger:
     def __init__(
         self, run_dir: Path, cfg: LogConfig, config_dict: dict[str, Any], resume: bool

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from spear_rl.envs.base import EVAL_SEED_OFFSET, make_env
-from spear_rl.train.config import Config
+from spear_rl.envs.resolve import EnvLoadError
+from spear_rl.train.config import Config, ConfigError
 
 
 def task_seeds(cfg: Config, step: int) -> list[int]:
@@ -27,9 +28,12 @@ def derive_seed(seed: int, step: int, purpose: str) -> int:
 
 
 def make_env_factory(cfg: Config):
-    make_env(
-        cfg.env.name, **cfg.env.kwargs
-    ).close()  # fail now, with the env's own message, on bad kwargs
+    try:  # fail now, with the env's own message, on a bad name or kwargs
+        make_env(cfg.env.name, **cfg.env.kwargs).close()
+    except EnvLoadError:
+        raise
+    except (TypeError, ValueError) as err:  # the env constructor's own check of its kwargs
+        raise ConfigError(f"env.kwargs of {cfg.env.name!r}: {err}") from None
 
     def factory():
         return make_env(cfg.env.name, **cfg.env.kwargs)
@@ -51,7 +55,26 @@ def warmup_lambda(warmup_steps: int):
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(
+            f"train.device={name!r} is not a device: auto, cpu, cuda or cuda:N"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"train.device={name!r} but this torch ({torch.__version__}) sees no CUDA device: "
+            "use train.device=auto or cpu, or install a CUDA build of torch"
+        )
+    if (
+        device.type == "cuda"
+        and device.index is not None
+        and device.index >= torch.cuda.device_count()
+    ):
+        raise ConfigError(
+            f"train.device={name!r} but only {torch.cuda.device_count()} CUDA device(s) are visible"
+        )
+    return device
 
 
 def set_threads(cfg: Config) -> None:

@@ -19,27 +19,29 @@ from spear_rl.algos.replay import ReplayBuffer, ReplayItem
 from spear_rl.algos.schedules import replay_coefficient, toolcall_weight
 from spear_rl.rollout.runner import run_rollout
 from spear_rl.train.checkpoint import (
-    latest_checkpoint,
-    load_state,
+    SFT_POLICY_DIR,
+    CheckpointWriteError,
+    check_free_space,
+    checkpoint_bytes,
     restore_rng_states,
     save_checkpoint,
 )
-from spear_rl.train.config import Config, validate_config
+from spear_rl.train.config import Config
 from spear_rl.train.evaluate import evaluate_at_step, is_eval_step
+from spear_rl.train.interrupt import StopRequest, interrupted, stop_at_step_end
 from spear_rl.train.metrics import MetricsLogger, Progress, log_sft_stats
 from spear_rl.train.run_dir import (
+    RunStart,
     TrainResult,
+    checkpoint_failed,
+    discard_if_empty,
     last_eval_success,
-    load_run_config,
-    make_run_dir,
+    start_run,
     write_result,
 )
 from spear_rl.train.runtime import (
     derive_seed,
     frozen_copy,
-    make_env_factory,
-    pick_device,
-    set_threads,
     task_seeds,
     warmup_lambda,
 )
@@ -55,27 +57,37 @@ def train(
     resume_overrides: dict[str, Any] | None = None,
     echo=print,
 ) -> TrainResult:
-    """Run a training run, or resume one (its saved config, plus e.g. a larger `train.steps`)."""
+    """Run a training run, or resume one (its saved config, plus e.g. a larger `train.steps`).
+    Ctrl-C in the loop stops after the current step with a checkpoint (interrupt.py); a failed
+    checkpoint write cuts the metrics back to the last complete checkpoint and says so."""
+    start = start_run(cfg, resume, resume_overrides)  # every check that needs no work, first
+    try:
+        with stop_at_step_end(echo) as stop:
+            return run(start, stop, echo)
+    except KeyboardInterrupt:
+        discard_if_empty(start)
+        raise interrupted(start.run_dir) from None
+    except CheckpointWriteError as err:
+        raise checkpoint_failed(start.run_dir, err) from err
+    except BaseException:
+        discard_if_empty(start)  # a failed start leaves no empty run folder behind
+        raise
+
+
+def run(start: RunStart, stop: StopRequest, echo) -> TrainResult:
+    """The run itself: policy, optimiser and buffer, then the loop."""
     t_start = time.time()
-    if resume is not None:
-        run_dir = Path(resume)
-        cfg = load_run_config(run_dir, resume_overrides)
-    assert cfg is not None
-    validate_config(cfg)
-    set_threads(cfg)
-    run_dir = run_dir if resume is not None else make_run_dir(cfg)
-    checkpoint = latest_checkpoint(run_dir) if resume is not None else None
-    if resume is not None and checkpoint is None:
-        raise FileNotFoundError(f"{run_dir} has no complete checkpoint to resume from")
-    (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    cfg, run_dir, checkpoint = start.cfg, start.run_dir, start.checkpoint
+    device, env_factory = start.device, start.env_factory
     echo(f"run folder: {run_dir}")
-    device = pick_device(cfg.train.device)
-    env_factory = make_env_factory(cfg)
 
     # ---- policy: fresh + SFT warm start (or its cached copy), or from the checkpoint ----------------
     logger = MetricsLogger(run_dir, cfg.log, cfg.to_dict(), resume=checkpoint is not None)
     if checkpoint is None:
-        model, tokenizer, sft_stats = initial_policy(cfg, env_factory, echo)
+        # kept in the run folder until the first checkpoint: Ctrl-C after SFT does not lose it
+        model, tokenizer, sft_stats = initial_policy(
+            cfg, env_factory, echo, keep_in=run_dir / SFT_POLICY_DIR
+        )
         if sft_stats:
             log_sft_stats(logger, sft_stats)
             echo(f"SFT done: {fmt_stats(sft_stats)}")
@@ -97,9 +109,10 @@ def train(
     )
     ref_model = frozen_copy(model) if cfg.algo.kl_coef > 0 else None
     settings = update_settings(cfg, tokenizer)
+    check_free_space(run_dir, checkpoint_bytes(model, optimizer))  # now, not at the first save
     start_step, success_before = 0, float("nan")
     if checkpoint is not None:
-        state = load_state(checkpoint)
+        state = start.state
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if replay is not None and state.get("replay") is not None:
@@ -115,6 +128,7 @@ def train(
 
     # ---- the loop ---------------------------------------------------------------------------------
     progress = Progress(cfg.train.steps, start_step, cfg.log.progress)
+    stop.armed = True  # from here the first Ctrl-C finishes the step, checkpoints it and stops
     for step in range(start_step + 1, cfg.train.steps + 1):
         t0 = time.time()
         toolcall_w = toolcall_weight(step, cfg.algo.toolcall_schedule, cfg.algo.toolcall_steps)
@@ -182,6 +196,7 @@ def train(
             cfg.train.checkpoint_every
             and step % cfg.train.checkpoint_every == 0
             or step == cfg.train.steps
+            or stop.requested
         ):
             save_checkpoint(
                 run_dir,
@@ -195,6 +210,8 @@ def train(
                     "success_before": success_before,
                 },
             )
+        if stop.requested:
+            raise KeyboardInterrupt  # Ctrl-C: this step is checkpointed, stop here
     progress.close()
     logger.close()
 

@@ -95,8 +95,16 @@ def sft_cache_key(cfg: Config) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def initial_policy(cfg: Config, env_factory, echo=print) -> tuple[Any, Any, dict[str, Any]]:
-    """`(model, tokenizer, sft_stats)` for a new run: built and warmed up, or loaded from the cache."""
+def initial_policy(
+    cfg: Config, env_factory, echo=print, keep_in: Path | None = None
+) -> tuple[Any, Any, dict[str, Any]]:
+    """`(model, tokenizer, sft_stats)` for a new run: built and warmed up, or loaded from the cache.
+    `keep_in`: the run's own copy of the warmed-up policy (written when no cache holds it), so
+    that a run stopped before its first checkpoint resumes without redoing SFT; loaded if there."""
+    if keep_in is not None and (keep_in / _DONE).is_file():
+        echo(f"SFT warm start loaded from the run folder: {keep_in}")
+        model, tokenizer = load_saved_policy(cfg.model, keep_in, seed=cfg.train.seed)
+        return model, tokenizer, json.loads((keep_in / _DONE).read_text())
     entry = Path(cfg.sft.cache_dir) / sft_cache_key(cfg) if cfg.sft.cache_dir else None
     if entry is not None and (entry / _DONE).is_file():
         echo(f"SFT warm start loaded from the cache: {entry}")
@@ -110,6 +118,8 @@ def initial_policy(cfg: Config, env_factory, echo=print) -> tuple[Any, Any, dict
     if entry is not None:
         save_entry(entry, model, tokenizer, stats)
         echo(f"SFT warm start cached in {entry}")
+    elif keep_in is not None:
+        save_entry(keep_in, model, tokenizer, stats)
     return model, tokenizer, stats
 
 
