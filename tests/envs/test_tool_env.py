@@ -123,6 +123,8 @@ def test_openai_style_string_arguments_and_a_missing_closing_tag_are_accepted(en
             "a string that is not JSON",
         ),
         ('<tool_call>{"name": "add", "arguments": [1, 2]}</tool_call>', "must be a JSON object"),
+        ('<tool_call>{"name": "lookup", "arguments": {"city": "\\ud800"}}', "invalid unicode"),
+        (call("add", json.dumps({"a": 1, "b": 2, "\ud800": 1})), "invalid unicode"),
     ],
 )
 def test_a_call_that_cannot_run_is_an_invalid_void_turn_that_says_why(env, response, reason):
@@ -157,6 +159,7 @@ def test_tool_errors_and_huge_outputs_come_back_as_observations(env):
     assert failed.info["tool_call"] and failed.info["tool_error"] and failed.info["valid"]
     huge = env.step(call("lookup", {"city": "Verbose"}))
     assert huge.observation == "x" * 100 + "\n[... 4900 more characters cut]"
+    assert env.cut_output("a\ud800b") == "a?b"  # encodable by any tokenizer
 
 
 def test_read_tool_call_is_total_on_hostile_bodies():

@@ -70,6 +70,8 @@ def read_tool_call(body: str, schemas: Mapping[str, dict[str, Any]]) -> ToolCall
         return BadToolCall(f"the tool call is not valid JSON ({message}); expected {expected}")
     if not isinstance(call, dict):
         return BadToolCall(f"the tool call is not a JSON object; expected {expected}")
+    if not _is_valid_unicode(call):
+        return BadToolCall("the tool call holds invalid unicode (a lone surrogate escape)")
     name = call.get("name")
     if not isinstance(name, str) or name not in schemas:
         known = ", ".join(repr(n) for n in schemas)
@@ -82,6 +84,8 @@ def read_tool_call(body: str, schemas: Mapping[str, dict[str, Any]]) -> ToolCall
             arguments = json.loads(arguments)
         except (json.JSONDecodeError, RecursionError):
             return BadToolCall(f"the arguments of {name!r} are a string that is not JSON")
+        if not _is_valid_unicode(arguments):
+            return BadToolCall("the tool call holds invalid unicode (a lone surrogate escape)")
     if not isinstance(arguments, dict):
         return BadToolCall(f"the arguments of {name!r} must be a JSON object")
     problem = check_arguments(arguments, schemas[name])
@@ -136,6 +140,15 @@ def _type_problem(value: Any, spec: dict[str, Any]) -> str | None:
             if problem:
                 return f"has an item that {problem}"
     return None
+
+
+def _is_valid_unicode(value: Any) -> bool:
+    """JSON escapes can spell lone surrogates (\\ud800), which no tokenizer can encode."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _expected_shape(schemas: Mapping[str, dict[str, Any]]) -> str:

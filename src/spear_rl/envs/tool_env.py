@@ -108,6 +108,8 @@ class ToolEnv(Env):
                 text = json.dumps(output, ensure_ascii=False, default=str)
             except (TypeError, ValueError):
                 text = str(output)
+        # a tool may return text no tokenizer can encode (lone surrogates): replace those
+        text = text.encode("utf-8", "replace").decode("utf-8")
         limit = self.max_tool_output_chars
         if len(text) > limit:
             text = f"{text[:limit]}\n[... {len(text) - limit} more characters cut]"
