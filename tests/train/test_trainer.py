@@ -189,3 +189,19 @@ def test_frozen_control_matches_a_run_that_cannot_move(tmp_path):
     assert report["table"]["frozen"]["final_success"][0] == frozen[3][0]
     # the control writes only evaluations: no training metrics
     assert not any("rollout/success_rate" in r for r in read_metrics(tmp_path / "frozen-seed0"))
+
+
+def test_baseline_history_records_only_the_groups_the_filter_kept(tmp_path):
+    """Spec §6 step 2 (replay.baseline_groups=kept, the reference): the group-std filter's dropped
+    groups never enter the P50 baseline."""
+    cfg = tiny_config(
+        tmp_path,
+        "kept",
+        train={"steps": 1, "batch_tasks": 4, "eval_episodes": 2, "checkpoint_every": 0},
+        algo={"group_filter_ratio": 0.5},
+    )
+    assert cfg.replay.baseline_groups == "kept"
+    result = train(cfg, echo=lambda *_: None)
+    (record,) = [r for r in read_metrics(result.run_dir) if r["step"] == 1]
+    assert record["group_filter/kept_frac"] == 0.5
+    assert record["replay/history_len"] == 2.0  # 2 of the 4 groups

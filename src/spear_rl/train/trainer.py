@@ -235,7 +235,7 @@ def maintain_buffer(
     if replay is None:
         return {}
     evicted = replay.evict_stale(step)
-    replay.record_baselines(scored.group_means, scored.group_stds)
+    replay.record_baselines(*scored.baselines(kept_only=replay.cfg.baseline_groups == "kept"))
     admitted = replay.admit(
         [
             ReplayItem(
