@@ -209,3 +209,11 @@ def test_env_workers_in_other_processes_refuse_a_class_they_cannot_import(tmp_pa
     with pytest.raises(ConfigError, match="env.workers=process rebuilds each env in another"):
         spear_rl.train(None, over, env=Local, echo=lambda *_: None)
     assert not any(tmp_path.iterdir())
+
+
+def test_run_folders_are_named_by_the_env_class_not_its_import_path():
+    from spear_rl.train.run_dir import env_label
+
+    assert env_label("spear_example_envs.guess:GuessNumber") == "GuessNumber"
+    assert env_label("my_module:Outer.Inner") == "Inner"
+    assert (env_label("sokoban"), env_label("guess")) == ("sokoban", "guess")

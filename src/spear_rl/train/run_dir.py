@@ -148,10 +148,16 @@ def checkpoint_failed(run_dir: Path, err: CheckpointWriteError) -> RunFolderErro
     )
 
 
+def env_label(name: str) -> str:
+    """An env name fit for a folder name: an import path `pkg.module:Class` gives `Class` (a colon
+    is not allowed in Windows paths)."""
+    return name.rsplit(":", 1)[-1].rsplit(".", 1)[-1] if ":" in name else name
+
+
 def make_run_dir(cfg: Config, report_created: bool = False):
     """The new run's folder; with `report_created`, `(folder, whether this call made it)`."""
     name = cfg.train.run_name or (
-        f"{cfg.env.name}-{cfg.log.preset or 'run'}-seed{cfg.train.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+        f"{env_label(cfg.env.name)}-{cfg.log.preset or 'run'}-seed{cfg.train.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
     run_dir = Path(cfg.train.output_dir) / name
     if (run_dir / "metrics.jsonl").exists():
