@@ -284,6 +284,26 @@ def test_close_leaves_no_process_behind(backend, request):
         pool.step([0], ["<action>left</action>"])
 
 
+def test_a_round_cut_short_by_ctrl_c_leaves_a_working_pool(monkeypatch):
+    def interrupted(*_):
+        raise KeyboardInterrupt
+
+    with make_env_pool("process", FaultyCorridor, timeout_s=30.0, num_workers=2) as pool:
+        pool.reset(seeds_for("none"))
+        with monkeypatch.context() as patch:
+            patch.setattr(pool, "_poll", interrupted)
+            with pytest.raises(KeyboardInterrupt):
+                pool.step([0, 1], ["<action>left</action>"] * 2)
+        # the next rollout is not confused by the cut round's late answers
+        assert drive(pool, seeds_for("none"), TURNS) == fault_free(tuple(seeds_for("none")))
+        pids = pool.worker_pids()
+        monkeypatch.setattr(pool, "_poll", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            pool.step([0, 1], ["<action>left</action>"] * 2)
+    for pid in pids:  # closing right after a cut round stops the workers all the same
+        _wait_gone(pid)
+
+
 def test_missing_ray_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(ModuleNotFoundError, match=r"pip install 'spear-rl\[ray\]'"):

@@ -114,7 +114,8 @@ class WorkerPool(EnvPool):
         if self._closed:
             return
         try:
-            self.release()
+            if not any(self._queues):  # else a round was interrupted: just stop the workers
+                self.release()
         finally:
             self._closed = True
             for w in range(self.num_workers):
@@ -129,7 +130,10 @@ class WorkerPool(EnvPool):
         )
         outgoing: list[list[Job]] = [[] for _ in range(self.num_workers)]
         for w in range(self.num_workers):
-            if self._is_dead(w):  # died between rounds: nobody's call was running
+            # a round cut short (Ctrl-C) left answers that would be taken for this round's: the
+            # worker starts afresh; so does one that died between rounds (nobody's call was running)
+            if self._queues[w] or self._is_dead(w):
+                self._queues[w].clear()
                 self._replace(w)
                 outgoing[w].extend(self._rebuild_jobs(w))
         for job in jobs:
