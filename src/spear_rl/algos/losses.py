@@ -88,6 +88,12 @@ class PolicyLossConfig(Settings):
     )
     entropy_coef: float = setting(0.0, "entropy bonus c_H", ge=0)
     kl_coef: float = setting(0.0, "> 0 keeps a frozen reference model (low_var_kl)", ge=0)
+    tis_cap: float = setting(
+        0.0,
+        "truncated importance sampling for the engine/trainer mismatch: each token's policy loss "
+        "times min(pi_old / pi_engine, tis_cap) (algos/tis.py); 0 = off",
+        ge=0,
+    )
 
     def check(self) -> None:
         if not self.clip_cov_lb < self.clip_cov_ub:

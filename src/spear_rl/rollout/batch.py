@@ -22,6 +22,9 @@ class TokenBatch:
     attention_mask: Tensor  # [B, L] long
     loss_mask: Tensor  # [B, L] float: 1 at positions holding a trained response token
     old_logprobs: Tensor  # [B, L] float: behaviour log-probs at those positions, 0 elsewhere
+    # [B, L] float: the generation engine's log-probs there (= old_logprobs unless the trainer
+    # recomputed old_logprobs with the training model)
+    behaviour_logprobs: Tensor
     advantages: Tensor  # [B] float (Sample.advantage)
     response_lengths: Tensor  # [B] long: len(response_ids)
 
@@ -42,6 +45,7 @@ def collate_samples(samples: Sequence[Sample], pad_token_id: int) -> TokenBatch:
     attention_mask = torch.zeros((batch, width), dtype=torch.long)
     loss_mask = torch.zeros((batch, width), dtype=torch.float32)
     old_logprobs = torch.zeros((batch, width), dtype=torch.float32)
+    behaviour = torch.zeros((batch, width), dtype=torch.float32)
     for row, sample in enumerate(samples):
         n_prompt, n_response = len(sample.prompt_ids), len(sample.response_ids)
         if len(sample.loss_mask) != n_response or len(sample.old_logprobs) != n_response:
@@ -57,6 +61,15 @@ def collate_samples(samples: Sequence[Sample], pad_token_id: int) -> TokenBatch:
             old_logprobs[row, n_prompt:end] = torch.as_tensor(
                 sample.old_logprobs, dtype=torch.float32
             )
+            engine = sample.behaviour_logprobs
+            if engine is not None and len(engine) != n_response:
+                raise ValueError(
+                    f"sample (traj {sample.traj_id}, turn {sample.turn}) has {n_response} response "
+                    f"ids but {len(engine)} behaviour log-probs"
+                )
+            behaviour[row, n_prompt:end] = torch.as_tensor(
+                sample.old_logprobs if engine is None else engine, dtype=torch.float32
+            )
         attention_mask[row, :end] = 1
     # A masked-out position never carries a behaviour log-prob.
     old_logprobs = old_logprobs * loss_mask
@@ -65,6 +78,7 @@ def collate_samples(samples: Sequence[Sample], pad_token_id: int) -> TokenBatch:
         attention_mask=attention_mask,
         loss_mask=loss_mask,
         old_logprobs=old_logprobs,
+        behaviour_logprobs=behaviour * loss_mask,
         advantages=torch.tensor([float(s.advantage) for s in samples], dtype=torch.float32),
         response_lengths=torch.tensor([len(s.response_ids) for s in samples], dtype=torch.long),
     )

@@ -44,6 +44,9 @@ class Sample:
     reward: float = 0.0  # R_tau + this sample's invalid penalty
     advantage: float = 0.0
     task_seed: int = -1
+    # The generation engine's log-probs of the response tokens, when the trainer replaced
+    # old_logprobs with the training model's own (engines other than hf); None = old_logprobs.
+    behaviour_logprobs: list[float] | None = None
 
 
 @dataclass

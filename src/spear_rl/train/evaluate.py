@@ -8,9 +8,11 @@ from pathlib import Path
 
 from spear_rl.envs.base import EVAL_SEED_OFFSET, Env
 from spear_rl.rollout.config import RolloutConfig
+from spear_rl.rollout.engines.base import GenerationEngine
 from spear_rl.rollout.runner import run_rollout
 from spear_rl.rollout.sample import Trajectory
 from spear_rl.train.config import Config
+from spear_rl.train.distributed import all_gather_concat, my_share, rank_seed, world_rank
 from spear_rl.train.runtime import derive_seed
 
 
@@ -25,15 +27,26 @@ def evaluate_policy(
     rollout_cfg: RolloutConfig,
     episodes: int,
     seed: int,
+    engine: GenerationEngine | None = None,
 ) -> tuple[dict[str, float], list[Trajectory]]:
-    """One episode on each of the first `episodes` held-out task seeds, sampled as in training."""
+    """One episode on each of the first `episodes` held-out task seeds, sampled as in training
+    (by `engine`; None = the hf engine on `model`)."""
     was_training = model.training
     model.eval()
     cfg = dataclasses.replace(rollout_cfg, group_size=1)
-    result = run_rollout(model, tokenizer, env_factory, eval_seeds(episodes), cfg, seed=seed)
+    rank, _ = world_rank()  # several ranks: each plays its share of the seeds, all see every result
+    result = run_rollout(
+        model,
+        tokenizer,
+        env_factory,
+        my_share(eval_seeds(episodes)),
+        cfg,
+        seed=rank_seed(seed, rank),
+        engine=engine,
+    )
     if was_training:
         model.train()
-    trajs = result.trajectories
+    trajs = all_gather_concat(result.trajectories)
     n = max(1, len(trajs))
     metrics = {
         "eval/success_rate": sum(t.won for t in trajs) / n,
@@ -78,7 +91,13 @@ def write_trajectories(path: Path, trajectories: list[Trajectory], limit: int) -
 
 
 def evaluate_at_step(
-    model, tokenizer, env_factory, cfg: Config, run_dir: Path, step: int
+    model,
+    tokenizer,
+    env_factory,
+    cfg: Config,
+    run_dir: Path,
+    step: int,
+    engine: GenerationEngine | None = None,
 ) -> dict[str, float]:
     """Evaluate at a training step (0 = before training) and write its rendered trajectories."""
     metrics, trajectories = evaluate_policy(
@@ -88,10 +107,14 @@ def evaluate_at_step(
         cfg.rollout,
         cfg.train.eval_episodes,
         seed=derive_seed(cfg.train.seed, step, "eval"),
+        engine=engine,
     )
-    write_trajectories(
-        run_dir / "samples" / f"eval_step_{step:06d}.md", trajectories, cfg.log.sample_trajectories
-    )
+    if world_rank()[0] == 0:
+        write_trajectories(
+            run_dir / "samples" / f"eval_step_{step:06d}.md",
+            trajectories,
+            cfg.log.sample_trajectories,
+        )
     return metrics
 
 

@@ -29,6 +29,7 @@ from spear_rl.algos.losses import (
     needs_token_selection,
     select_cov_tokens,
 )
+from spear_rl.algos.tis import truncated_is_weights
 from spear_rl.models.forward import token_logprobs
 from spear_rl.rollout.batch import TokenBatch, collate_samples
 from spear_rl.rollout.sample import Sample
@@ -139,6 +140,10 @@ def backward_loss(
             selected=selected,
         )
         token_loss = out.token_loss
+        if spec.params.tis_cap > 0:  # the policy term only, as verl and TRL apply it
+            token_loss = token_loss * truncated_is_weights(
+                batch.old_logprobs, batch.behaviour_logprobs, mask, spec.params.tis_cap
+            )
         if spec.entropy_coef:
             token_loss = token_loss + entropy_bonus_term(entropy, spec.entropy_coef) * mask
         if spec.kl_coef and ref_model is not None:

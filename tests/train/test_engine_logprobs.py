@@ -1,0 +1,100 @@
+"""The trainer's side of a separate generation engine: old log-probs recomputed with the training
+model (the engine's kept as behaviour log-probs) and the TIS weights acting on the gradient."""
+
+import dataclasses
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from spear_rl.algos.losses import PolicyLossConfig
+from spear_rl.models.config import ModelConfig
+from spear_rl.models.forward import token_logprobs
+from spear_rl.models.tiny import build_tiny_model
+from spear_rl.models.tokenizer import build_tiny_tokenizer
+from spear_rl.rollout.batch import collate_samples
+from spear_rl.rollout.sample import Sample
+from spear_rl.train.rollout_engine import recompute_old_logprobs
+from spear_rl.train.update import LossSpec, UpdateSettings, policy_update
+
+
+class GradCapture(torch.optim.Optimizer):
+    """Records the gradient of each optimiser step; leaves the weights alone."""
+
+    def __init__(self, params):
+        super().__init__(params, {})
+        self.captured: list[list[torch.Tensor]] = []
+
+    def step(self, closure=None):
+        self.captured.append([p.grad.clone() for g in self.param_groups for p in g["params"]])
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    tok = build_tiny_tokenizer(["up down left right <think></think><action>up</action>"] * 20, 300)
+    model = build_tiny_model(tok, ModelConfig(tiny_layers=1, tiny_hidden=32, tiny_heads=2), seed=0)
+    return model, tok
+
+
+def _samples(tok, model, shift: float):
+    """Two samples whose recorded (engine) log-probs are the model's own plus `shift`."""
+    out = []
+    for i, (text, adv) in enumerate([("<action>up</action>", 1.0), ("left left", -0.5)]):
+        prompt, response = tok("grid ###").input_ids, tok(text).input_ids
+        ids = torch.tensor([prompt + response])
+        with torch.no_grad():
+            logp, _ = token_logprobs(model, ids, torch.ones_like(ids))
+        own = logp[0, len(prompt) :].tolist()
+        out.append(
+            Sample(
+                prompt, response, [1] * len(response), [x + shift for x in own], 0, i, advantage=adv
+            )
+        )
+    return out
+
+
+def _settings(tok, tis_cap: float) -> UpdateSettings:
+    spec = LossSpec("vanilla", PolicyLossConfig(tis_cap=tis_cap), "seq-mean-token-sum", t_norm=16)
+    return UpdateSettings(spec, spec, 0, 1, 1, 0, 1.0, "joint", 0.0, 1.0, tok.pad_token_id)
+
+
+def test_old_logprobs_are_recomputed_and_the_engines_kept(tiny):
+    model, tok = tiny
+    samples = _samples(tok, model, shift=-0.3)  # the engine's numbers differ from the trainer's
+    engine_lp = [list(s.old_logprobs) for s in samples]
+    assert (
+        recompute_old_logprobs(SimpleNamespace(name="hf"), model, samples, _settings(tok, 0)) == {}
+    )
+    assert [s.old_logprobs for s in samples] == engine_lp  # hf records the training model's own
+    metrics = recompute_old_logprobs(
+        SimpleNamespace(name="vllm"), model, samples, _settings(tok, 0)
+    )
+    assert metrics["engine/old_logprob_gap_mean"] == pytest.approx(0.3, abs=1e-5)
+    batch = collate_samples(samples, tok.pad_token_id)
+    with torch.no_grad():
+        fresh, _ = token_logprobs(model, batch.input_ids, batch.attention_mask)
+    assert ((fresh - batch.old_logprobs) * batch.loss_mask).abs().max() < 1e-6
+    assert [s.behaviour_logprobs for s in samples] == engine_lp
+
+
+def _grads(model, samples, settings):
+    opt = GradCapture(model.parameters())
+    policy_update(model, opt, samples, None, 0.0, settings, torch.Generator().manual_seed(0))
+    (step,) = opt.captured
+    return step
+
+
+@pytest.mark.parametrize(("cap", "scale"), [(0.0, 1.0), (1.5, 1.5), (3.0, 2.0)])
+def test_tis_scales_each_tokens_gradient_by_the_capped_ratio(tiny, cap, scale):
+    model, tok = tiny
+    on_policy = _samples(tok, model, shift=0.0)
+    plain = _grads(model, on_policy, _settings(tok, 0.0))
+    # the engine found every token half as likely as the trainer does: ratio 2, capped at `cap`
+    mismatched = [
+        dataclasses.replace(s, behaviour_logprobs=[x - math.log(2) for x in s.old_logprobs])
+        for s in on_policy
+    ]
+    weighted = _grads(model, mismatched, _settings(tok, cap))
+    for a, b in zip(plain, weighted, strict=True):
+        assert torch.allclose(b, scale * a, atol=1e-6, rtol=1e-4)
