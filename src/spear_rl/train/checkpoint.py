@@ -173,12 +173,13 @@ def load_state(checkpoint: Path) -> dict[str, Any]:
     return state
 
 
-def checkpoint_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> int:
+def checkpoint_bytes(model: torch.nn.Module) -> int:
     """About how many bytes one checkpoint takes: the weights as saved, plus the optimiser state
-    (AdamW keeps two moments per trainable parameter, in the parameter's dtype)."""
+    (the trainer's AdamW keeps two moments per trainable parameter, in the parameter's dtype;
+    counted before the optimiser exists, so the check can run before SFT)."""
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
-    return weights + (2 * trainable if optimizer is not None else 0)
+    return weights + 2 * trainable
 
 
 def check_free_space(run_dir: Path, needed: int) -> None:

@@ -20,6 +20,8 @@ from typing import Any
 import spear_rl
 from spear_rl.models.loading import load_policy, load_saved_policy, save_policy
 from spear_rl.models.tokenizer import TOKENIZER_VERSION
+from spear_rl.rollout.config import ENGINE_KEYS
+from spear_rl.train.checkpoint import check_free_space, checkpoint_bytes
 from spear_rl.train.config import Config
 from spear_rl.train.sft import run_sft, sft_corpus_texts
 
@@ -85,7 +87,9 @@ def sft_cache_key(cfg: Config) -> str:
     settings = {
         "model": dataclasses.asdict(cfg.model),
         "env": dataclasses.asdict(cfg.env),
-        "rollout": dataclasses.asdict(cfg.rollout),
+        "rollout": {
+            k: v for k, v in dataclasses.asdict(cfg.rollout).items() if k not in ENGINE_KEYS
+        },
         "sft": {k: v for k, v in dataclasses.asdict(cfg.sft).items() if k != "cache_dir"},
         "seed": cfg.train.seed,
         "version": spear_rl.__version__,
@@ -111,6 +115,8 @@ def initial_policy(
         model, tokenizer = load_saved_policy(cfg.model, entry, seed=cfg.train.seed)
         return model, tokenizer, json.loads((entry / _DONE).read_text())
     model, tokenizer = build_policy(cfg, env_factory, None)
+    if keep_in is not None:  # a run that could not save one checkpoint fails now, not after SFT
+        check_free_space(keep_in.parent, checkpoint_bytes(model))
     if cfg.sft.episodes == 0:
         return model, tokenizer, {}
     echo(f"SFT warm start on {cfg.sft.episodes} expert episodes ...")
