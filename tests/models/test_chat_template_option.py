@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from spear_rl.models import ModelConfig, ModelLoadError, load_policy
 from spear_rl.rollout.prompts import build_turn_prompt, env_message_ids
@@ -17,7 +16,6 @@ CORPUS = ["You are at cell 3 of 6. Reach the exit at cell 0.", "<action>left</ac
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory):
     """A local model folder (tiny Qwen2 + tokenizer) whose tokenizer has no chat template."""
-    torch.set_num_threads(1)
     model, tokenizer = load_policy(
         ModelConfig(tiny_layers=1, tiny_hidden=32, tiny_heads=2, tiny_vocab=300),
         corpus=lambda: CORPUS,

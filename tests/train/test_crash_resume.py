@@ -14,12 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_trainer import tiny_config
 
 from spear_rl.train.checkpoint import latest_checkpoint
 from spear_rl.train.trainer import train
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_trainer import tiny_config  # noqa: E402
 
 WORKER = Path(__file__).parent / "kill_worker.py"
 STEPS, EVERY, KILL_STEP = 6, 2, 4
@@ -49,7 +47,6 @@ def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory) -> Path:
-    torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("straight")
     return train(crash_config(out, "straight"), echo=lambda *_: None).run_dir
 
@@ -79,7 +76,6 @@ def test_a_kill_anywhere_in_a_checkpoint_write_resumes_to_the_same_run(
     assert all(expected[s][0]["actor/optimizer_steps"] >= 1 for s in window)
 
     echoed: list[str] = []
-    torch.set_num_threads(1)
     train(resume=run_dir, echo=echoed.append)
     assert any(f"at step {resumes_from}" in line for line in echoed), echoed
     got = by_step(run_dir)
@@ -120,7 +116,6 @@ def interrupt_when_logged(monkeypatch, step: int, times: int = 1) -> None:
 def test_ctrl_c_stops_at_the_step_end_with_a_checkpoint(straight, tmp_path, monkeypatch):
     from spear_rl.train.interrupt import TrainingInterrupted
 
-    torch.set_num_threads(1)
     interrupt_when_logged(monkeypatch, 3)  # checkpoints are due at 2, 4, 6
     run_dir = tmp_path / "stopped"
     with pytest.raises(TrainingInterrupted) as stopped:
@@ -135,7 +130,6 @@ def test_ctrl_c_stops_at_the_step_end_with_a_checkpoint(straight, tmp_path, monk
 def test_a_second_ctrl_c_stops_at_once_and_resume_still_matches(straight, tmp_path, monkeypatch):
     from spear_rl.train.interrupt import TrainingInterrupted
 
-    torch.set_num_threads(1)
     interrupt_when_logged(monkeypatch, 3, times=2)
     run_dir = tmp_path / "stopped"
     with pytest.raises(TrainingInterrupted, match="continues from step 2"):
@@ -150,7 +144,6 @@ def test_ctrl_c_after_sft_keeps_the_warm_start(straight, tmp_path, monkeypatch):
     (no SFT again) and gives the run that was never stopped."""
     from spear_rl.train.interrupt import TrainingInterrupted
 
-    torch.set_num_threads(1)
     interrupt_when_logged(monkeypatch, 0)  # the SFT stats line
     run_dir = tmp_path / "stopped"
     with pytest.raises(TrainingInterrupted, match="SFT warm start is saved"):
@@ -190,7 +183,6 @@ def test_a_failed_checkpoint_write_keeps_the_run_consistent(straight, tmp_path, 
         write_state(path, state)
 
     monkeypatch.setattr(ckpt, "write_state", disk_full_at_step_4)
-    torch.set_num_threads(1)
     run_dir = tmp_path / "full"
     with pytest.raises(RunFolderError) as failed:
         train(crash_config(tmp_path, "full"), echo=lambda *_: None)

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from spear_rl.cli import main
@@ -153,7 +152,6 @@ def test_a_tool_episode_runs_through_rollout_parsing_and_the_tool_call_reward(
     from spear_rl.train.scoring import score_batch
     from spear_rl.train.sft import sft_corpus_texts
 
-    torch.set_num_threads(1)
     small = ModelConfig(tiny_layers=1, tiny_hidden=32, tiny_heads=2, tiny_vocab=512)
     model, tokenizer = load_policy(small, corpus=lambda: sft_corpus_texts(ShopEnv, range(8)))
     cfg = RolloutConfig(group_size=2, max_turns=4, layout="whole", max_response_tokens=64)
