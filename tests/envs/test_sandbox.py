@@ -523,9 +523,19 @@ def no_stray_processes() -> list[str]:
         except (OSError, StopIteration):
             continue
         state, parent = fields[0], int(fields[1])
+        if parent == me and _is_resource_tracker(entry):
+            continue  # multiprocessing's own bookkeeping child (env pools), alive as long as we are
         if parent == me or (uid in pool and state not in ("Z", "X")):
             strays.append(f"pid {entry} (state {state}, parent {parent}) uid {uid}")
     return strays
+
+
+def _is_resource_tracker(pid: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"multiprocessing.resource_tracker" in f.read()
+    except OSError:
+        return False
 
 
 def safe_limits(level: str) -> SandboxLimits:
