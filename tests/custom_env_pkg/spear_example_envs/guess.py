@@ -6,7 +6,6 @@ from spear_rl import Env, StepResult
 
 
 class GuessNumber(Env):
-    name = "guess"
     system_prompt = (
         "Find the secret number. Reply with <think>...</think> and then one guess in "
         "<action>...</action>, for example <action>4</action>."

@@ -27,7 +27,6 @@ def multiply(a: int, b: int) -> int:
 
 
 class ShopEnv(ToolEnv):
-    name = "shop"
     instructions = (
         "You are a shop assistant. Use the tools, then give the total in cents "
         "as <answer>...</answer>."
