@@ -65,6 +65,7 @@ EXPECTED_EVERY_STEP = [
     "coef/replay",
     "time/generate",
     "time/env",
+    "env/worker_failures",
     "time/update",
     "time/update_replay",
     "eval/success_rate",

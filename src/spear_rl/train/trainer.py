@@ -17,6 +17,7 @@ import torch
 
 from spear_rl.algos.replay import ReplayBuffer, ReplayItem
 from spear_rl.algos.schedules import replay_coefficient, toolcall_weight
+from spear_rl.envs.pool import EnvPool
 from spear_rl.rollout.runner import run_rollout
 from spear_rl.train.checkpoint import (
     SFT_POLICY_DIR,
@@ -30,11 +31,6 @@ from spear_rl.train.config import Config
 from spear_rl.train.evaluate import evaluate_at_step, is_eval_step
 from spear_rl.train.interrupt import StopRequest, interrupted, stop_at_step_end
 from spear_rl.train.metrics import MetricsLogger, Progress, log_sft_stats
-from spear_rl.train.rollout_engine import (
-    recompute_old_logprobs,
-    start_engine,
-    sync_rollout_engine,
-)
 from spear_rl.train.run_dir import (
     RunStart,
     TrainResult,
@@ -47,6 +43,7 @@ from spear_rl.train.run_dir import (
 from spear_rl.train.runtime import (
     derive_seed,
     frozen_copy,
+    open_env_pool,
     task_seeds,
     warmup_lambda,
 )
@@ -67,8 +64,8 @@ def train(
     checkpoint write cuts the metrics back to the last complete checkpoint and says so."""
     start = start_run(cfg, resume, resume_overrides)  # every check that needs no work, first
     try:
-        with stop_at_step_end(echo) as stop:
-            return run(start, stop, echo)
+        with stop_at_step_end(echo) as stop, open_env_pool(start.cfg, start.env_factory) as envs:
+            return run(start, stop, echo, envs)
     except KeyboardInterrupt:
         discard_if_empty(start)
         raise interrupted(start.run_dir) from None
@@ -79,8 +76,8 @@ def train(
         raise
 
 
-def run(start: RunStart, stop: StopRequest, echo) -> TrainResult:
-    """The run itself: policy, optimiser and buffer, then the loop."""
+def run(start: RunStart, stop: StopRequest, echo, envs: EnvPool) -> TrainResult:
+    """The run itself: policy, optimiser and buffer, then the loop (rollouts step `envs`)."""
     t_start = time.time()
     cfg, run_dir, checkpoint = start.cfg, start.run_dir, start.checkpoint
     device, env_factory = start.device, start.env_factory
@@ -99,8 +96,6 @@ def run(start: RunStart, stop: StopRequest, echo) -> TrainResult:
     else:
         model, tokenizer = build_policy(cfg, env_factory, checkpoint)
     model.to(device)
-    # before the RNG restore below: vLLM seeds the global RNGs when it starts
-    engine, probe = start_engine(cfg, model, tokenizer, env_factory, echo)
 
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad],
@@ -128,7 +123,7 @@ def run(start: RunStart, stop: StopRequest, echo) -> TrainResult:
         start_step, success_before = state["step"], state["success_before"]
         echo(f"resumed from {checkpoint} at step {start_step}")
     else:
-        metrics = evaluate_at_step(model, tokenizer, env_factory, cfg, run_dir, 0, engine)
+        metrics = evaluate_at_step(model, tokenizer, envs, cfg, run_dir, step=0)
         success_before = metrics["eval/success_rate"]
         logger.log(0, metrics)
         echo(f"held-out success before RL: {success_before:.3f}")
@@ -150,16 +145,13 @@ def run(start: RunStart, stop: StopRequest, echo) -> TrainResult:
         rollout = run_rollout(
             model,
             tokenizer,
-            env_factory,
+            envs,
             task_seeds(cfg, step),
             cfg.rollout,
             seed=derive_seed(cfg.train.seed, step, "rollout"),
-            engine=engine,
         )
-        engine.sleep()  # CUDA vLLM: its memory goes to the update
         # 2. rewards, response filters, advantages, group filter
         scored = score_batch(rollout.trajectories, cfg.algo, toolcall_w)
-        engine_metrics = recompute_old_logprobs(engine, model, scored.train, settings)
         # 3. update: on-policy mini-batches with the replay term
         t_update = time.time()
         generator = torch.Generator().manual_seed(derive_seed(cfg.train.seed, step, "update"))
@@ -179,18 +171,16 @@ def run(start: RunStart, stop: StopRequest, echo) -> TrainResult:
         )
         if update_metrics["actor/optimizer_steps"]:
             scheduler.step()  # warm-up counts optimiser steps; a step that trained nothing waits
-        # the one place where the engine gets the new weights (checked; hf shares them)
-        engine_metrics.update(sync_rollout_engine(engine, model, probe))
         t_replay = time.time()
         # 4. replay buffer maintenance: evict stale, record baselines, admit this step's wins
         buffer_metrics = maintain_buffer(replay, scored, step)
 
         metrics = {
             **{f"rollout/{k}": v for k, v in rollout.stats.items()},
+            **rollout.env_stats,  # env/worker_failures, env/workers_replaced
             **scored.metrics,
             **update_metrics,
             **buffer_metrics,
-            **engine_metrics,
             "coef/toolcall_weight": toolcall_w,
             "coef/replay": replay_c,
             "lr": scheduler.get_last_lr()[0],
@@ -201,9 +191,7 @@ def run(start: RunStart, stop: StopRequest, echo) -> TrainResult:
         }
         # 5. evaluate and checkpoint
         if is_eval_step(cfg, step):
-            metrics.update(
-                evaluate_at_step(model, tokenizer, env_factory, cfg, run_dir, step, engine)
-            )
+            metrics.update(evaluate_at_step(model, tokenizer, envs, cfg, run_dir, step))
         metrics["time/step"] = time.time() - t0
         logger.log(step, metrics)
         progress.update(step, metrics)
@@ -229,7 +217,6 @@ def run(start: RunStart, stop: StopRequest, echo) -> TrainResult:
             raise KeyboardInterrupt  # Ctrl-C: this step is checkpointed, stop here
     progress.close()
     logger.close()
-    engine.close()
 
     success_after = last_eval_success(run_dir)
     result = TrainResult(
