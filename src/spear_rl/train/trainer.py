@@ -31,6 +31,11 @@ from spear_rl.train.config import Config
 from spear_rl.train.evaluate import evaluate_at_step, is_eval_step
 from spear_rl.train.interrupt import StopRequest, interrupted, stop_at_step_end
 from spear_rl.train.metrics import MetricsLogger, Progress, log_sft_stats
+from spear_rl.train.rollout_engine import (
+    recompute_old_logprobs,
+    start_engine,
+    sync_rollout_engine,
+)
 from spear_rl.train.run_dir import (
     RunStart,
     TrainResult,
@@ -96,6 +101,8 @@ def run(start: RunStart, stop: StopRequest, echo, envs: EnvPool) -> TrainResult:
     else:
         model, tokenizer = build_policy(cfg, env_factory, checkpoint)
     model.to(device)
+    # before the RNG restore below: vLLM seeds the global RNGs when it starts
+    engine, probe = start_engine(cfg, model, tokenizer, env_factory, echo)
 
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad],
@@ -123,7 +130,7 @@ def run(start: RunStart, stop: StopRequest, echo, envs: EnvPool) -> TrainResult:
         start_step, success_before = state["step"], state["success_before"]
         echo(f"resumed from {checkpoint} at step {start_step}")
     else:
-        metrics = evaluate_at_step(model, tokenizer, envs, cfg, run_dir, step=0)
+        metrics = evaluate_at_step(model, tokenizer, envs, cfg, run_dir, 0, engine)
         success_before = metrics["eval/success_rate"]
         logger.log(0, metrics)
         echo(f"held-out success before RL: {success_before:.3f}")
@@ -149,9 +156,12 @@ def run(start: RunStart, stop: StopRequest, echo, envs: EnvPool) -> TrainResult:
             task_seeds(cfg, step),
             cfg.rollout,
             seed=derive_seed(cfg.train.seed, step, "rollout"),
+            engine=engine,
         )
+        engine.sleep()  # CUDA vLLM: its memory goes to the update
         # 2. rewards, response filters, advantages, group filter
         scored = score_batch(rollout.trajectories, cfg.algo, toolcall_w)
+        engine_metrics = recompute_old_logprobs(engine, model, scored.train, settings)
         # 3. update: on-policy mini-batches with the replay term
         t_update = time.time()
         generator = torch.Generator().manual_seed(derive_seed(cfg.train.seed, step, "update"))
@@ -171,6 +181,8 @@ def run(start: RunStart, stop: StopRequest, echo, envs: EnvPool) -> TrainResult:
         )
         if update_metrics["actor/optimizer_steps"]:
             scheduler.step()  # warm-up counts optimiser steps; a step that trained nothing waits
+        # the one place where the engine gets the new weights (checked; hf shares them)
+        engine_metrics.update(sync_rollout_engine(engine, model, probe))
         t_replay = time.time()
         # 4. replay buffer maintenance: evict stale, record baselines, admit this step's wins
         buffer_metrics = maintain_buffer(replay, scored, step)
@@ -181,6 +193,7 @@ def run(start: RunStart, stop: StopRequest, echo, envs: EnvPool) -> TrainResult:
             **scored.metrics,
             **update_metrics,
             **buffer_metrics,
+            **engine_metrics,
             "coef/toolcall_weight": toolcall_w,
             "coef/replay": replay_c,
             "lr": scheduler.get_last_lr()[0],
@@ -191,7 +204,7 @@ def run(start: RunStart, stop: StopRequest, echo, envs: EnvPool) -> TrainResult:
         }
         # 5. evaluate and checkpoint
         if is_eval_step(cfg, step):
-            metrics.update(evaluate_at_step(model, tokenizer, envs, cfg, run_dir, step))
+            metrics.update(evaluate_at_step(model, tokenizer, envs, cfg, run_dir, step, engine))
         metrics["time/step"] = time.time() - t0
         logger.log(step, metrics)
         progress.update(step, metrics)
@@ -217,6 +230,7 @@ def run(start: RunStart, stop: StopRequest, echo, envs: EnvPool) -> TrainResult:
             raise KeyboardInterrupt  # Ctrl-C: this step is checkpointed, stop here
     progress.close()
     logger.close()
+    engine.close()
 
     success_after = last_eval_success(run_dir)
     result = TrainResult(
