@@ -38,7 +38,8 @@ class StepResult:
 class Env(ABC):
     """One episode at a time. Subclasses implement `_reset` and `_step_action`."""
 
-    #: family name used in configs ("sokoban", "alfworld", ...)
+    #: a label for the family ("sokoban", ...); configs name an env by `env.name` (a registered
+    #: name, an entry point or an import path, see envs/resolve.py), not by this attribute
     name: str = "env"
     #: role of observations after the first in the `whole` layout ("user" or "tool")
     observation_role: str = "user"
