@@ -202,3 +202,36 @@ def test_prompt_rendering_hands_schemas_to_a_template_that_renders_tools(env):
     ids = build_turn_prompt(with_tools, system, env.task, [], env.observation, None, schemas)
     text = with_tools.decode(ids)
     assert "lookup;add;" in text and '"name": "lookup"' not in text
+
+
+class Notebook(ToolEnv):
+    """A tool that reads the episode's state: a bound method, listed in __init__."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tools = [self.read_page]
+        self.secret = ""
+
+    def read_page(self, page: int) -> str:
+        """Read a page.
+
+        Args:
+            page: the page number
+        """
+        return self.secret if page == 2 else "blank"
+
+    def _reset(self, seed: int) -> str:
+        self.secret = f"code {seed}"
+        return "closed"
+
+    def final_answer(self, answer: str) -> StepResult:
+        return StepResult("done", 0.0, True)
+
+
+def test_a_bound_method_is_a_tool_over_the_episodes_state():
+    env = Notebook()
+    env.reset(7)
+    assert list(env.tool_schemas) == ["read_page"]
+    assert "self" not in env.tool_schemas["read_page"]["function"]["parameters"]["properties"]
+    assert env.step(call("read_page", {"page": 2})).observation == "code 7"
+    assert env.tool_calls == 1
