@@ -53,6 +53,8 @@ def test_cache_key_covers_what_sft_depends_on(tmp_path):
         tmp_path, "k", tmp_path, algo={"loss": "vanilla"}, train={"lr": 1e-3}
     )
     assert sft_cache_key(base) == sft_cache_key(same_sft_other_algo)
+    other_engine = config(tmp_path, "k", tmp_path, rollout={"engine": "vllm", "vllm_sleep": False})
+    assert sft_cache_key(base) == sft_cache_key(other_engine)  # SFT never generates
     for extra in (
         {"train": {"seed": 1}},
         {"sft": {"episodes": 9}},
