@@ -118,7 +118,7 @@ def run(start: RunStart, stop: StopRequest, echo, envs: EnvPool) -> TrainResult:
     )
     ref_model = frozen_copy(model) if cfg.algo.kl_coef > 0 else None
     settings = update_settings(cfg, tokenizer)
-    check_free_space(run_dir, checkpoint_bytes(model, optimizer))  # now, not at the first save
+    check_free_space(run_dir, checkpoint_bytes(model))  # a cached or resumed start: checked here
     start_step, success_before = 0, float("nan")
     if checkpoint is not None:
         state = start.state
