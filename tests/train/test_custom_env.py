@@ -215,3 +215,20 @@ def test_run_folders_are_named_by_the_env_class_not_its_import_path():
     assert env_label("spear_example_envs.guess:GuessNumber") == "GuessNumber"
     assert env_label("my_module:Outer.Inner") == "Inner"
     assert (env_label("sokoban"), env_label("guess")) == ("sokoban", "guess")
+
+
+def test_build_config_is_the_command_lines_config():
+    import spear_rl
+    from spear_rl.train.config import load_config, parse_overrides
+
+    from_python = spear_rl.build_config(
+        "sokoban/spear",
+        {"train.steps": 3, "algo": {"loss": "vanilla"}},
+        env="my_pkg.game:Game",
+        env_kwargs={"size": 5},
+    )
+    args = ["--train.steps=3", "--algo.loss=vanilla", "--env.name=my_pkg.game:Game"]
+    from_cli = load_config("sokoban/spear", parse_overrides([*args, "--env.kwargs.size=5"]))
+    assert from_python == from_cli and from_python.env.kwargs == {"size": 5}
+    with pytest.raises(ValueError, match="either config= or a recipe"):
+        spear_rl.train(config=from_python, overrides={"train.steps": 1})
