@@ -33,6 +33,14 @@ from spear_rl.algos.tis import truncated_is_weights
 from spear_rl.models.forward import token_logprobs
 from spear_rl.rollout.batch import TokenBatch, collate_samples
 from spear_rl.rollout.sample import Sample
+from spear_rl.train.distributed import (
+    accumulate_then_sync,
+    cov_collectives,
+    global_layout,
+    global_sum,
+    my_count,
+    shared_permutation,
+)
 
 ReplayDraw = Callable[[int], list[tuple[Sample, float]]]
 
@@ -115,7 +123,7 @@ def backward_loss(
     norm = aggregation_norm(
         [b.loss_mask for b in batches], spec.t_norm, masked_rows=len(samples) - len(active)
     )
-    selections = mini_batch_selection(model, batches, spec, settings, generator)
+    selections = mini_batch_selection(model, batches, spec, settings, generator, *cov_collectives())
     total = 0.0
     for batch, selected in zip(batches, selections, strict=True):
         mask = batch.loss_mask
@@ -239,9 +247,20 @@ def even_parts(items: list, max_size: int) -> list[list]:
 
     A remainder mini-batch of a few samples would get a full optimiser step from a noisy gradient.
     """
-    if not items:
+    return even_split(items, part_count(len(items), max_size))
+
+
+def part_count(count: int, max_size: int) -> int:
+    """How many parts `even_parts` makes of `count` items."""
+    if count == 0:
+        return 0
+    return math.ceil(count / max_size) if max_size > 0 else 1
+
+
+def even_split(items: list, count: int) -> list[list]:
+    """`count` contiguous parts (some empty when there are fewer items), sizes differing by <= 1."""
+    if count <= 0:
         return []
-    count = math.ceil(len(items) / max_size) if max_size > 0 else 1
     bounds = [round(i * len(items) / count) for i in range(count + 1)]
     return [items[a:b] for a, b in itertools.pairwise(bounds)]
 
@@ -268,42 +287,64 @@ def policy_update(
     replayed = 0
     replay_seconds = 0.0  # drawing and the replay term's forward/backward: what SPEAR adds
     use_replay = draw_replay is not None and replay_coef > 0
+    # Distributed: mini-batches are cut from the global batch (the ranks' samples in rank order),
+    # each rank trains on the samples of each mini-batch it holds, and every rank takes the same
+    # optimiser steps; the replay draw for a mini-batch is split over ranks.
+    layout = global_layout(len(samples))
     for _ in range(settings.ppo_epochs):
-        order = torch.randperm(len(samples), generator=generator).tolist()
+        order = shared_permutation(layout.total, generator)
         for indices in even_parts(order, settings.mini_batch_size):
-            part = [samples[i] for i in indices]
-            loss = backward_loss(
-                model, part, settings.on_policy, settings, 1.0, metrics, "", generator, ref_model
-            )
-            if use_replay and settings.replay_update == "joint":
-                t_replay = time.perf_counter()
-                drawn = [
-                    with_advantage(x) for x in draw_replay(settings.replay_draw_size(len(part)))
-                ]
-                if drawn:
-                    loss += replay_coef * backward_loss(
-                        model,
-                        drawn,
-                        settings.replay,
-                        settings,
-                        replay_coef,
-                        metrics,
-                        "replay/",
-                        generator,
-                    )
-                    replayed += len(drawn)
-                replay_seconds += time.perf_counter() - t_replay
+            part = [samples[i] for i in layout.local(indices)]
+            with accumulate_then_sync(model, settings.pad_token_id) as module:
+                loss = backward_loss(
+                    module,
+                    part,
+                    settings.on_policy,
+                    settings,
+                    1.0,
+                    metrics,
+                    "",
+                    generator,
+                    ref_model,
+                )
+                if use_replay and settings.replay_update == "joint":
+                    t_replay = time.perf_counter()
+                    want = my_count(settings.replay_draw_size(len(indices)))
+                    drawn = [with_advantage(x) for x in draw_replay(want)]
+                    if global_sum(len(drawn)) > 0:
+                        loss += replay_coef * backward_loss(
+                            module,
+                            drawn,
+                            settings.replay,
+                            settings,
+                            replay_coef,
+                            metrics,
+                            "replay/",
+                            generator,
+                        )
+                        replayed += len(drawn)
+                    replay_seconds += time.perf_counter() - t_replay
             grad_norms.append(optimizer_step(model, optimizer, settings.grad_clip))
             losses.append(loss)
     if use_replay and settings.replay_update == "separate":
         t_replay = time.perf_counter()
         # one replay draw the size of the largest on-policy mini-batch actually taken
-        mini = max((len(p) for p in even_parts(samples, settings.mini_batch_size)), default=1)
-        drawn = [with_advantage(x) for x in draw_replay(settings.replay_draw_size(mini))]
-        for part in even_parts(drawn, settings.mini_batch_size):
-            loss = backward_loss(
-                model, part, settings.replay, settings, replay_coef, metrics, "replay/", generator
-            )
+        whole = list(range(layout.total))
+        mini = max((len(p) for p in even_parts(whole, settings.mini_batch_size)), default=1)
+        drawn = [with_advantage(x) for x in draw_replay(my_count(settings.replay_draw_size(mini)))]
+        steps = part_count(int(global_sum(len(drawn))), settings.mini_batch_size)
+        for part in even_split(drawn, steps):
+            with accumulate_then_sync(model, settings.pad_token_id) as module:
+                loss = backward_loss(
+                    module,
+                    part,
+                    settings.replay,
+                    settings,
+                    replay_coef,
+                    metrics,
+                    "replay/",
+                    generator,
+                )
             grad_norms.append(optimizer_step(model, optimizer, settings.grad_clip))
             losses.append(replay_coef * loss)
             replayed += len(part)
