@@ -14,9 +14,8 @@ Tool envs (`ToolEnv`) hand their tools' JSON schemas to the chat template when i
 (Qwen2.5 and other tool-capable models); for a template that does not (the tiny model's ChatML) the
 env's system prompt describes them instead (`env_prompt_setup`).
 
-Model text and env text are untrusted: the chat template is applied with
-`sanitize_control_tokens=True`, so a literal "<|im_end|>" inside a message is encoded as plain text
-and cannot forge a turn boundary.
+Model text and env text are untrusted: messages go through `models.chat_encoding.encode_chat`, so a
+literal "<|im_end|>" inside a message is encoded as plain text and cannot forge a turn boundary.
 
 `EpisodeRenderer` is the single place both the rollout and SFT take prompts from, which is what
 makes SFT prompts identical to rollout prompts.
@@ -28,6 +27,7 @@ import weakref
 from collections.abc import Sequence
 
 from spear_rl.envs.base import Env, StepResult
+from spear_rl.models.chat_encoding import encode_chat
 from spear_rl.models.tokenizer import end_of_turn_id, stop_token_ids
 from spear_rl.rollout.config import RolloutConfig
 
@@ -81,15 +81,7 @@ def _chat_ids(
     add_generation_prompt: bool,
     tools: list[dict] | None = None,
 ) -> list[int]:
-    ids = tokenizer.apply_chat_template(
-        messages,
-        tools=tools,
-        add_generation_prompt=add_generation_prompt,
-        tokenize=True,
-        return_dict=False,
-        sanitize_control_tokens=True,
-    )
-    return [int(t) for t in ids]
+    return encode_chat(tokenizer, messages, add_generation_prompt, tools)
 
 
 _PROBE_TOOL = {
