@@ -13,10 +13,28 @@ from spear_rl.envs.math_tool.arith import FAMILIES
 from spear_rl.envs.math_tool.data import load_problems
 from spear_rl.envs.math_tool.env import FIRST_OBSERVATION, LAST_TOOL_CALL_NOTE, MathToolEnv
 from spear_rl.envs.math_tool.response_parsing import extract_boxed, parse_response
-from spear_rl.envs.math_tool.sandbox import SandboxLimits, isolation_level, run_code_batch
+from spear_rl.envs.math_tool.sandbox import (
+    SandboxLimits,
+    SandboxUnavailableError,
+    isolation_level,
+    run_code_batch,
+)
 from spear_rl.envs.math_tool.verify import answers_match, require_math_verify
 
 FAST = {"cpu_seconds": 2, "wall_seconds": 5}
+
+
+def _no_safe_sandbox() -> str:
+    """Why the math env cannot run model code on this machine ('' when it can)."""
+    try:
+        isolation_level(SandboxLimits())
+    except SandboxUnavailableError as err:
+        return str(err)
+    return ""
+
+
+# The math env refuses to start without bubblewrap (docs/sandbox.md); .ci/run installs it as root.
+pytestmark = pytest.mark.skipif(bool(_no_safe_sandbox()), reason=_no_safe_sandbox() or "sandbox ok")
 # 2^3 = 8 = 1 (mod 7), so 2^100 = 2^99 * 2 = 2 (mod 7)
 PROBLEMS = [
     {"problem": "What is 2^100 mod 7?", "solution": "2"},
