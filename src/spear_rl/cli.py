@@ -171,6 +171,7 @@ def dispatch(args: argparse.Namespace, rest: list[str], parser: argparse.Argumen
 
 
 def cmd_train(args: argparse.Namespace, overrides: dict, load_config) -> int:
+    from spear_rl.train.distributed import launcher_env
     from spear_rl.train.plot import plot_runs
     from spear_rl.train.trainer import train
 
@@ -185,8 +186,11 @@ def cmd_train(args: argparse.Namespace, overrides: dict, load_config) -> int:
         if args.print_config:
             print(cfg.to_yaml())
             return 0
-        print(cfg.to_yaml(), file=sys.stderr)
+        if launcher_env()[0] == 0:  # under torchrun, rank 0 alone speaks
+            print(cfg.to_yaml(), file=sys.stderr)
         result = train(cfg)
+    if launcher_env()[0] != 0:
+        return 0
     curves = plot_runs([result.run_dir], result.run_dir / "curves.png")
     print(
         f"\nheld-out success: {result.success_before:.3f} before RL -> {result.success_after:.3f} after "

@@ -24,13 +24,12 @@ from spear_rl.models.tokenizer import build_tiny_tokenizer
 from spear_rl.rollout.sample import Sample
 from spear_rl.train.distributed import (
     all_gather_concat,
-    full_state_dict,
     global_sum,
     init_distributed,
     my_share,
     shutdown_distributed,
-    wrap_model,
 )
+from spear_rl.train.parallel import full_state_dict, wrap_model
 from spear_rl.train.update import LossSpec, UpdateSettings, policy_update
 
 WORDS = ["up", "down", "left", "right", "push", "wait"]

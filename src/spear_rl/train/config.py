@@ -35,6 +35,7 @@ from spear_rl.envs.config import EnvConfig
 from spear_rl.fields import ConfigError, Settings, setting, validate_settings
 from spear_rl.models.config import ModelConfig
 from spear_rl.rollout.config import RolloutConfig
+from spear_rl.train.parallel import PARALLEL_MODES
 from spear_rl.train.sft import SFTConfig
 
 __all__ = ["Config", "ConfigError", "config_from_dict", "load_config", "validate_config"]
@@ -82,7 +83,15 @@ class TrainConfig(Settings):
     output_dir: str = setting("runs", "run folders go here")
     run_name: str = setting("", "run folder name; empty = <env>-<preset>-seed<seed>-<time>")
     device: str = setting("auto", "auto, cpu, cuda or cuda:N")
-    threads: int = setting(0, "torch CPU threads; 0 = all cores", ge=0)
+    threads: int = setting(
+        0, "torch CPU threads; 0 = all cores (split over a node's ranks under torchrun)", ge=0
+    )
+    parallel: str = setting(
+        "ddp",
+        "how several ranks (torchrun) share the policy: ddp, or fsdp (FSDP2 fully_shard, bf16 on "
+        "CUDA); one process ignores it",
+        choices=PARALLEL_MODES,
+    )
 
 
 @dataclass

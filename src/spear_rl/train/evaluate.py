@@ -12,6 +12,7 @@ from spear_rl.rollout.engines.base import GenerationEngine
 from spear_rl.rollout.runner import run_rollout
 from spear_rl.rollout.sample import Trajectory
 from spear_rl.train.config import Config
+from spear_rl.train.distributed import all_gather_concat, my_share, rank_seed, world_rank
 from spear_rl.train.runtime import derive_seed
 
 
@@ -33,12 +34,19 @@ def evaluate_policy(
     was_training = model.training
     model.eval()
     cfg = dataclasses.replace(rollout_cfg, group_size=1)
+    rank, _ = world_rank()  # several ranks: each plays its share of the seeds, all see every result
     result = run_rollout(
-        model, tokenizer, env_factory, eval_seeds(episodes), cfg, seed=seed, engine=engine
+        model,
+        tokenizer,
+        env_factory,
+        my_share(eval_seeds(episodes)),
+        cfg,
+        seed=rank_seed(seed, rank),
+        engine=engine,
     )
     if was_training:
         model.train()
-    trajs = result.trajectories
+    trajs = all_gather_concat(result.trajectories)
     n = max(1, len(trajs))
     metrics = {
         "eval/success_rate": sum(t.won for t in trajs) / n,
@@ -101,9 +109,12 @@ def evaluate_at_step(
         seed=derive_seed(cfg.train.seed, step, "eval"),
         engine=engine,
     )
-    write_trajectories(
-        run_dir / "samples" / f"eval_step_{step:06d}.md", trajectories, cfg.log.sample_trajectories
-    )
+    if world_rank()[0] == 0:
+        write_trajectories(
+            run_dir / "samples" / f"eval_step_{step:06d}.md",
+            trajectories,
+            cfg.log.sample_trajectories,
+        )
     return metrics
 
 

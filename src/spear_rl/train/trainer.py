@@ -25,12 +25,31 @@ from spear_rl.train.checkpoint import (
     check_free_space,
     checkpoint_bytes,
     restore_rng_states,
+    rng_states,
     save_checkpoint,
 )
 from spear_rl.train.config import Config
+from spear_rl.train.dist_state import (
+    checkpoint_payload,
+    my_rank_state,
+    replay_shard_config,
+    restore_optimizer,
+    share_run_start,
+)
+from spear_rl.train.distributed import (
+    SilentLogger,
+    all_gather_concat,
+    barrier,
+    check_same_on_all_ranks,
+    init_distributed,
+    my_share,
+    rank_seed,
+    reduce_metrics,
+)
 from spear_rl.train.evaluate import evaluate_at_step, is_eval_step
 from spear_rl.train.interrupt import StopRequest, interrupted, stop_at_step_end
 from spear_rl.train.metrics import MetricsLogger, Progress, log_sft_stats
+from spear_rl.train.parallel import broadcast_parameters, full_weights, model_to_save, wrap_model
 from spear_rl.train.rollout_engine import (
     recompute_old_logprobs,
     start_engine,
@@ -67,7 +86,9 @@ def train(
     """Run a training run, or resume one (its saved config, plus e.g. a larger `train.steps`).
     Ctrl-C in the loop stops after the current step with a checkpoint (interrupt.py); a failed
     checkpoint write cuts the metrics back to the last complete checkpoint and says so."""
-    start = start_run(cfg, resume, resume_overrides)  # every check that needs no work, first
+    ctx = init_distributed()  # torchrun: join the other ranks; else world size 1
+    # every check that needs no work, first; rank 0 alone makes the folder, the others follow
+    start = share_run_start(start_run(cfg, resume, resume_overrides) if ctx.is_main else None, ctx)
     try:
         with stop_at_step_end(echo) as stop, open_env_pool(start.cfg, start.env_factory) as envs:
             return run(start, stop, echo, envs)
@@ -86,11 +107,19 @@ def run(start: RunStart, stop: StopRequest, echo, envs: EnvPool) -> TrainResult:
     t_start = time.time()
     cfg, run_dir, checkpoint = start.cfg, start.run_dir, start.checkpoint
     device, env_factory = start.device, start.env_factory
+    ctx = init_distributed()
+    echo = echo if ctx.is_main else lambda *_: None
     echo(f"run folder: {run_dir}")
 
     # ---- policy: fresh + SFT warm start (or its cached copy), or from the checkpoint ----------------
-    logger = MetricsLogger(run_dir, cfg.log, cfg.to_dict(), resume=checkpoint is not None)
-    if checkpoint is None:
+    logger = (
+        MetricsLogger(run_dir, cfg.log, cfg.to_dict(), resume=checkpoint is not None)
+        if ctx.is_main
+        else SilentLogger()
+    )
+    if checkpoint is None and not ctx.is_main:  # rank 0 alone warms up; its weights come below
+        model, tokenizer, sft_stats = *build_policy(cfg, env_factory, None), {}
+    elif checkpoint is None:
         # kept in the run folder until the first checkpoint: Ctrl-C after SFT does not lose it
         model, tokenizer, sft_stats = initial_policy(
             cfg, env_factory, echo, keep_in=run_dir / SFT_POLICY_DIR
@@ -101,42 +130,51 @@ def run(start: RunStart, stop: StopRequest, echo, envs: EnvPool) -> TrainResult:
     else:
         model, tokenizer = build_policy(cfg, env_factory, checkpoint)
     model.to(device)
+    broadcast_parameters(model)  # every rank starts from rank 0's weights
+    check_same_on_all_ranks("the tokenizer", str(sorted(tokenizer.get_vocab().items())))
     # before the RNG restore below: vLLM seeds the global RNGs when it starts
     engine, probe = start_engine(cfg, model, tokenizer, env_factory, echo)
 
+    ref_model = frozen_copy(model) if cfg.algo.kl_coef > 0 else None
+    train_model = wrap_model(model, ctx, cfg.train.parallel)  # the model itself in one process
     optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad],
+        [p for p in train_model.parameters() if p.requires_grad],
         lr=cfg.train.lr,
         weight_decay=cfg.train.weight_decay,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_lambda(cfg.train.warmup_steps))
     # The one place that decides whether this run replays past wins (SPEAR's self-imitation).
     replay = (
-        ReplayBuffer(cfg.replay, seed=cfg.train.seed, use_std=replay_uses_std(cfg))
+        ReplayBuffer(
+            replay_shard_config(cfg.replay, ctx.world_size),  # each rank keeps what it admitted
+            seed=rank_seed(cfg.train.seed, ctx.rank),
+            use_std=replay_uses_std(cfg),
+        )
         if cfg.replay.enabled
         else None
     )
-    ref_model = frozen_copy(model) if cfg.algo.kl_coef > 0 else None
     settings = update_settings(cfg, tokenizer)
     check_free_space(run_dir, checkpoint_bytes(model))  # a cached or resumed start: checked here
     start_step, success_before = 0, float("nan")
     if checkpoint is not None:
         state = start.state
-        optimizer.load_state_dict(state["optimizer"])
+        mine = my_rank_state(state, ctx)  # replay shard and RNG streams of this rank
+        restore_optimizer(train_model, optimizer, state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        if replay is not None and state.get("replay") is not None:
-            replay.load_state_dict(state["replay"])
-        restore_rng_states(state["rng"])
+        if replay is not None and mine.get("replay") is not None:
+            replay.load_state_dict(mine["replay"])
+        restore_rng_states(mine["rng"])
         start_step, success_before = state["step"], state["success_before"]
         echo(f"resumed from {checkpoint} at step {start_step}")
     else:
-        metrics = evaluate_at_step(model, tokenizer, envs, cfg, run_dir, 0, engine)
+        with full_weights(train_model) as policy:
+            metrics = evaluate_at_step(policy, tokenizer, envs, cfg, run_dir, 0, engine)
         success_before = metrics["eval/success_rate"]
         logger.log(0, metrics)
         echo(f"held-out success before RL: {success_before:.3f}")
 
     # ---- the loop ---------------------------------------------------------------------------------
-    progress = Progress(cfg.train.steps, start_step, cfg.log.progress)
+    progress = Progress(cfg.train.steps, start_step, cfg.log.progress and ctx.is_main)
     stop.armed = True  # from here the first Ctrl-C finishes the step, checkpoints it and stops
     for step in range(start_step + 1, cfg.train.steps + 1):
         t0 = time.time()
@@ -147,17 +185,18 @@ def run(start: RunStart, stop: StopRequest, echo, envs: EnvPool) -> TrainResult:
             else 0.0
         )
 
-        # 1. roll out batch_tasks x group_size episodes
+        # 1. roll out batch_tasks x group_size episodes (each rank its share of the tasks)
         model.eval()
-        rollout = run_rollout(
-            model,
-            tokenizer,
-            envs,
-            task_seeds(cfg, step),
-            cfg.rollout,
-            seed=derive_seed(cfg.train.seed, step, "rollout"),
-            engine=engine,
-        )
+        with full_weights(train_model) as policy:
+            rollout = run_rollout(
+                policy,
+                tokenizer,
+                envs,
+                my_share(task_seeds(cfg, step), ctx),
+                cfg.rollout,
+                seed=rank_seed(derive_seed(cfg.train.seed, step, "rollout"), ctx.rank),
+                engine=engine,
+            )
         engine.sleep()  # CUDA vLLM: its memory goes to the update
         # 2. rewards, response filters, advantages, group filter
         scored = score_batch(rollout.trajectories, cfg.algo, toolcall_w)
@@ -170,7 +209,7 @@ def run(start: RunStart, stop: StopRequest, echo, envs: EnvPool) -> TrainResult:
             return [(item.payload, adv) for item, adv in replay.draw(n, _step)]
 
         update_metrics = policy_update(
-            model,
+            train_model,
             optimizer,
             scored.train,
             draw_replay if replay is not None else None,
@@ -204,8 +243,12 @@ def run(start: RunStart, stop: StopRequest, echo, envs: EnvPool) -> TrainResult:
         }
         # 5. evaluate and checkpoint
         if is_eval_step(cfg, step):
-            metrics.update(evaluate_at_step(model, tokenizer, envs, cfg, run_dir, step, engine))
+            with full_weights(train_model) as policy:
+                metrics.update(
+                    evaluate_at_step(policy, tokenizer, envs, cfg, run_dir, step, engine)
+                )
         metrics["time/step"] = time.time() - t0
+        metrics = reduce_metrics(metrics)  # over ranks: counts summed, means averaged
         logger.log(step, metrics)
         progress.update(step, metrics)
         if (
@@ -214,29 +257,33 @@ def run(start: RunStart, stop: StopRequest, echo, envs: EnvPool) -> TrainResult:
             or step == cfg.train.steps
             or stop.requested
         ):
-            save_checkpoint(
-                run_dir,
-                step,
-                model,
-                tokenizer,
+            # every rank hands in its state; rank 0 writes the model folder and state.pt
+            payload = checkpoint_payload(
+                train_model,
+                optimizer,
                 {
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
                     "replay": replay.state_dict() if replay is not None else None,
-                    "success_before": success_before,
+                    "rng": rng_states(),
                 },
+                {"scheduler": scheduler.state_dict(), "success_before": success_before},
             )
+            to_save = model_to_save(train_model)
+            if ctx.is_main:
+                save_checkpoint(run_dir, step, to_save, tokenizer, payload)
+            barrier()
         if stop.requested:
             raise KeyboardInterrupt  # Ctrl-C: this step is checkpointed, stop here
     progress.close()
     logger.close()
     engine.close()
 
+    barrier()  # rank 0's last metrics line is written
     success_after = last_eval_success(run_dir)
     result = TrainResult(
         run_dir, success_before, success_after, time.time() - t_start, cfg.train.steps
     )
-    write_result(result)
+    if ctx.is_main:
+        write_result(result)
     return result
 
 
@@ -252,7 +299,9 @@ def maintain_buffer(
     if replay is None:
         return {}
     evicted = replay.evict_stale(step)
-    replay.record_baselines(*scored.baselines(kept_only=replay.cfg.baseline_groups == "kept"))
+    # the baseline history is global: every rank records every rank's groups, in rank order
+    means, stds = scored.baselines(kept_only=replay.cfg.baseline_groups == "kept")
+    replay.record_baselines(all_gather_concat(means), all_gather_concat(stds))
     admitted = replay.admit(
         [
             ReplayItem(

@@ -34,13 +34,13 @@ from spear_rl.models.forward import token_logprobs
 from spear_rl.rollout.batch import TokenBatch, collate_samples
 from spear_rl.rollout.sample import Sample
 from spear_rl.train.distributed import (
-    accumulate_then_sync,
     cov_collectives,
     global_layout,
     global_sum,
     my_count,
     shared_permutation,
 )
+from spear_rl.train.parallel import accumulate_then_sync
 
 ReplayDraw = Callable[[int], list[tuple[Sample, float]]]
 

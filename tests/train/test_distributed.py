@@ -1,0 +1,230 @@
+"""Training on 2 gloo ranks (torchrun, one thread each) against one process (issue 27).
+
+1. One update on 2 ranks, each holding its contiguous share of a fixed global batch, leaves the
+   parameters where one process on the whole batch leaves them: GRPO (vanilla loss) and SPEAR
+   (clip_cov + the replay term), SGD and several AdamW steps, DDP and FSDP2.
+2. The replay baseline history is global: every rank holds every group's mean, so recalibrated
+   advantages are the same on every rank and equal the one-process values.
+3. `torchrun ... -m spear_rl.cli train` on 2 ranks writes one run folder with one metrics line
+   per step, resumes exactly from a checkpoint, and refuses to resume on another world size.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from spear_rl.cli import main
+from spear_rl.train.metrics import read_metrics
+
+HERE = Path(__file__).parent
+WORKER = HERE / "dist_update_worker.py"
+# case:parallel; SGD: one optimiser step; AdamW: two updates of 3 mini-batches x 2 epochs
+CASES = ["grpo_sgd:ddp", "grpo_adamw:ddp", "spear_sgd:ddp", "spear_adamw:ddp", "spear_adamw:fsdp"]
+TOLERANCE = {"sgd": 1e-6, "adamw": 1e-4}  # the issue's bounds; measured: 3e-8 and 1e-6
+TINY_RUN = [
+    "--model.tiny_layers=1",
+    "--model.tiny_hidden=64",
+    "--model.tiny_heads=2",
+    "--model.tiny_vocab=512",
+    "--rollout.group_size=4",
+    "--rollout.max_turns=3",
+    "--sft.episodes=8",
+    "--sft.epochs=1",
+    "--train.steps=3",
+    "--train.batch_tasks=2",
+    "--train.eval_every=2",
+    "--train.eval_episodes=4",
+    "--train.checkpoint_every=1",
+    "--replay.warmup_steps=1",
+    "--replay.tolerate_steps=3",
+    "--replay.buffer_size=64",
+    # a policy warmed up for seconds writes mostly invalid turns: train on everything
+    "--algo.filter_incomplete=false",
+    "--algo.filter_overlong=false",
+    "--algo.filter_unreadable=false",
+    "--algo.group_filter_ratio=1.0",
+    "--log.progress=false",
+    "--log.sample_trajectories=2",
+]
+LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def torchrun(args: list[str], timeout: int) -> subprocess.CompletedProcess:
+    """2 ranks on this machine, one thread each; fails the test with the ranks' output."""
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARS}
+    env["OMP_NUM_THREADS"] = "1"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    done = subprocess.run(
+        [*cmd, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=HERE.parent
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    return done
+
+
+def load_worker():
+    spec = importlib.util.spec_from_file_location("dist_update_worker", WORKER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def two_rank_updates(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("two_ranks")
+    torchrun([str(WORKER), str(out), ",".join(CASES)], timeout=300)
+    return out
+
+
+@pytest.fixture(scope="module")
+def worker():
+    return load_worker()
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_update_on_two_ranks_equals_one_process(case, two_rank_updates, worker, tmp_path):
+    torch.set_num_threads(1)
+    name, parallel = case.split(":")
+    worker.run(tmp_path, name)  # world size 1: the whole batch in this process
+    expected = torch.load(tmp_path / "params.pt")
+    got = torch.load(two_rank_updates / f"{name}-{parallel}" / "params.pt")
+    initial = worker.tiny_policy()[0].state_dict()
+    assert set(got) == set(expected)
+    moved = max(float((expected[k] - initial[k]).abs().max()) for k in expected)
+    assert moved > 1e-3  # the update did something to compare
+    diff = max(float((got[k] - expected[k]).abs().max()) for k in expected)
+    assert diff <= TOLERANCE[name.split("_")[1]], (case, diff)
+
+    one = json.loads((tmp_path / "rank0.json").read_text())
+    ranks = [
+        json.loads((two_rank_updates / f"{name}-{parallel}" / f"rank{r}.json").read_text())
+        for r in (0, 1)
+    ]
+    assert [r["samples"] for r in ranks] == [6, 5]  # uneven shares of 11 samples
+    for record in ranks:  # the same optimiser steps everywhere (collectives must match)
+        assert record["optimizer_steps"] == one["optimizer_steps"]
+    # each rank draws its share of every replay batch: together the one-process draw
+    replayed = [a + b for a, b in zip(ranks[0]["replayed"], ranks[1]["replayed"], strict=True)]
+    assert replayed == one["replayed"]
+    if name.startswith("spear"):
+        assert one["replayed"][0] > 0 and one["selected"] > 0  # replay and clip_cov both acted
+        assert ranks[0]["selected"] + ranks[1]["selected"] == one["selected"]
+
+
+def test_baseline_history_and_recalibration_are_global(two_rank_updates, worker, tmp_path):
+    torch.set_num_threads(1)
+    worker.run(tmp_path, "spear_sgd")
+    one = json.loads((tmp_path / "rank0.json").read_text())
+    ranks = [
+        json.loads((two_rank_updates / "spear_sgd-ddp" / f"rank{r}.json").read_text())
+        for r in (0, 1)
+    ]
+    assert len(one["history"]) == 4  # four groups, two on each rank
+    for record in ranks:
+        assert record["history"] == one["history"]
+        assert record["recalibrated"] == one["recalibrated"]
+
+
+@pytest.fixture(scope="module")
+def two_rank_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs")
+    args = ["-m", "spear_rl.cli", "train", "--recipe", "sokoban/spear", *TINY_RUN]
+    torchrun([*args, f"--train.output_dir={out}", "--train.run_name=two"], timeout=400)
+    return out
+
+
+def test_two_rank_run_writes_one_folder_with_one_line_per_step(two_rank_run):
+    assert [p.name for p in two_rank_run.iterdir()] == ["two"]
+    run_dir = two_rank_run / "two"
+    records = read_metrics(run_dir)
+    assert [r["step"] for r in records if r["step"] > 0] == [1, 2, 3]
+    last = records[-1]
+    assert last["batch/samples"] > 0 and math.isfinite(last["actor/loss"])
+    assert last["rollout/episodes"] == 2 * 4  # both ranks' episodes, summed
+    assert "eval/success_rate" in last
+    assert (run_dir / "samples" / "eval_step_000002.md").is_file()
+    state = torch.load(run_dir / "checkpoints" / "step_000003" / "state.pt", weights_only=False)
+    assert state["world_size"] == 2
+    shards = [r["replay"] for r in state["ranks"]]
+    # the baseline history is global (2 tasks x 3 steps on every rank), the items are per rank
+    assert shards[0]["history_means"] == shards[1]["history_means"]
+    assert len(shards[0]["history_means"]) == 2 * 3
+    assert all(s["config"]["buffer_size"] == 32 for s in shards)  # 64 split over 2 ranks
+    assert last["replay/size"] == sum(len(s["items"]) for s in shards)
+
+
+def test_two_rank_run_resumes_exactly(two_rank_run, tmp_path):
+    """Steps 1-3 in one go == steps 1-2, then --resume on 2 ranks for step 3."""
+    run_dir = tmp_path / "two"
+    shutil.copytree(two_rank_run / "two", run_dir)
+    (run_dir / "checkpoints" / "latest").write_text("step_000002")
+    torchrun(["-m", "spear_rl.cli", "train", "--resume", str(run_dir)], timeout=400)
+    straight = {r["step"]: r for r in read_metrics(two_rank_run / "two") if r["step"] == 3}[3]
+    resumed = {r["step"]: r for r in read_metrics(run_dir) if r["step"] == 3}[3]
+    assert [r["step"] for r in read_metrics(run_dir) if r["step"] > 0] == [1, 2, 3]
+    for key, value in straight.items():
+        if key.startswith("time") or "seconds" in key:
+            continue
+        assert resumed[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+
+
+def test_resume_on_another_world_size_is_a_clear_error(two_rank_run, tmp_path, capsys):
+    run_dir = tmp_path / "two"
+    shutil.copytree(two_rank_run / "two", run_dir)
+    assert main(["train", "--resume", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "written by 2 rank(s)" in err and "--nproc_per_node 2" in err
+    assert "Traceback" not in err
+
+
+# ---- the pure parts of the distributed context (one process) ----------------------------------
+def test_shares_are_contiguous_and_cover_everything():
+    from spear_rl.train.distributed import DistContext, GlobalLayout, my_share, share_bounds
+
+    assert [share_bounds(11, 2, r) for r in (0, 1)] == [(0, 6), (6, 11)]
+    tasks = list(range(8))
+    shares = [my_share(tasks, DistContext(rank=r, world_size=4)) for r in range(4)]
+    assert shares == [[0, 1], [2, 3], [4, 5], [6, 7]]  # whole tasks, so whole groups, per rank
+    layout = GlobalLayout(offset=6, count=5, total=11)
+    assert layout.local([7, 0, 10, 5, 6]) == [1, 4, 0]  # the mini-batch's order is kept
+
+
+def test_batch_tasks_must_divide_by_the_world_size():
+    from spear_rl.fields import ConfigError
+    from spear_rl.train.distributed import check_divisible
+
+    check_divisible("train.batch_tasks", 8, 4)
+    with pytest.raises(ConfigError, match=r"train.batch_tasks=6 does not divide by .* 4"):
+        check_divisible("train.batch_tasks", 6, 4)
+
+
+def test_a_launcher_environment_without_a_rendezvous_is_a_clear_error(monkeypatch):
+    from spear_rl.train.distributed import init_distributed
+
+    for key in ("MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(ValueError, match="MASTER_ADDR, MASTER_PORT unset: launch with torchrun"):
+        init_distributed("cpu")
+
+
+def test_one_process_keeps_its_seeds_and_replay_settings():
+    from spear_rl.algos.replay import ReplayConfig
+    from spear_rl.train.dist_state import replay_shard_config
+    from spear_rl.train.distributed import rank_seed
+
+    assert rank_seed(123, 0) == 123 and rank_seed(123, 1) != rank_seed(123, 2) != 123
+    cfg = ReplayConfig(buffer_size=100, replay_batch=8)
+    assert replay_shard_config(cfg, 1) is cfg
+    shard = replay_shard_config(cfg, 3)
+    assert (shard.buffer_size, shard.replay_batch) == (34, 0)  # the update sizes each draw
