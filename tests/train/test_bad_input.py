@@ -178,6 +178,10 @@ def test_resume_below_the_checkpoint_step_is_refused(run_copy, capsys):
     err = one_line_error(capsys)
     assert "train.steps=1" in err and "step 2" in err
     assert snapshot(run_copy) == before
+    # a finished run resumed to its own length has nothing to do, and rewrites nothing
+    assert main(["train", "--resume", str(run_copy)]) == 2
+    assert "is finished at step 2" in one_line_error(capsys)
+    assert snapshot(run_copy) == before
 
 
 @pytest.mark.parametrize(

@@ -119,6 +119,10 @@ def resume_point(run_dir: Path, cfg: Config) -> tuple[Path | None, dict[str, Any
             f"train.steps={cfg.train.steps} is below the step of {checkpoint} "
             f"(step {state['step']}): resume with --train.steps={state['step']} or more"
         )
+    if cfg.train.steps == state["step"] and (run_dir / "result.json").is_file():
+        raise ConfigError(
+            f"{run_dir} is finished at step {state['step']}: give a larger --train.steps to extend it"
+        )
     return checkpoint, state
 
 
