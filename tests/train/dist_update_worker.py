@@ -27,6 +27,7 @@ from spear_rl.train.distributed import (
     global_sum,
     init_distributed,
     my_share,
+    reduce_metrics,
     shutdown_distributed,
 )
 from spear_rl.train.parallel import full_state_dict, wrap_model
@@ -152,6 +153,7 @@ def run(out: Path, case: str, parallel: str = "ddp") -> None:
         "optimizer_steps": [m["actor/optimizer_steps"] for m in metrics],
         "replayed": [m["replay/replayed"] for m in metrics],
         "selected": sum(m.get("actor/selected_tokens", 0.0) for m in metrics),
+        "loss": reduce_metrics(metrics[0])["actor/loss"],  # as logged: over ranks
         "samples": len(mine),
     }
     out.mkdir(parents=True, exist_ok=True)

@@ -112,6 +112,8 @@ def test_update_on_two_ranks_equals_one_process(case, two_rank_updates, worker, 
     assert [r["samples"] for r in ranks] == [6, 5]  # uneven shares of 11 samples
     for record in ranks:  # the same optimiser steps everywhere (collectives must match)
         assert record["optimizer_steps"] == one["optimizer_steps"]
+        # the logged loss of the first update, reduced over ranks, is the one-process loss
+        assert record["loss"] == pytest.approx(one["loss"], rel=1e-5, abs=1e-7)
     # each rank draws its share of every replay batch: together the one-process draw
     replayed = [a + b for a, b in zip(ranks[0]["replayed"], ranks[1]["replayed"], strict=True)]
     assert replayed == one["replayed"]

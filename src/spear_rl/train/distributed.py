@@ -37,6 +37,7 @@ SUM_METRIC_PREFIXES = (
 SUM_METRICS = frozenset(
     {
         "rollout/episodes",
+        "actor/loss",  # each rank's loss is its share of the global loss
         "filter/unreadable",
         "filter/kept_negative",
         "replay/size",
