@@ -281,16 +281,18 @@ def test_unknown_loss_lists_known_names():
 
 def test_register_policy_loss_adds_a_name():
     name = "test_only_zero"
-    if name not in POLICY_LOSSES:
 
-        @register_policy_loss(name)
-        def _zero(inp, cfg, generator=None):
-            from spear_rl.algos.losses import _LossParts
+    @register_policy_loss(name)
+    def _zero(inp, cfg, generator=None):
+        from spear_rl.algos.losses import _LossParts
 
-            return _LossParts(inp.logp * 0.0, {"custom": 1.0})
+        return _LossParts(inp.logp * 0.0, {"custom": 1.0})
 
-    out, _ = _run(name, [[0.5]], [[0.0]], [[1.0]], [[1]])
-    assert out.token_loss.item() == 0.0 and out.metrics["custom"] == 1.0
+    try:
+        out, _ = _run(name, [[0.5]], [[0.0]], [[1.0]], [[1]])
+        assert out.token_loss.item() == 0.0 and out.metrics["custom"] == 1.0
+    finally:  # a test-only name must not leak into later tests (docs/config.md lists the choices)
+        POLICY_LOSSES._items.pop(name)
 
 
 def test_shape_mismatch_is_rejected():
