@@ -147,4 +147,9 @@ def test_a_step_without_update_says_so_instead_of_entropy_nan():
     assert update_summary({"actor/entropy": 1.234, "actor/optimizer_steps": 2.0}) == "entropy 1.23"
     no_update = {"batch/train_samples": 0.0, "actor/optimizer_steps": 0.0}
     assert update_summary(no_update) == "no update (filters left nothing to train)"
-    assert update_summary({"actor/optimizer_steps": 1.0}) == "replay-only update"
+    replay_only = {"actor/optimizer_steps": 1.0, "replay/replayed": 12.0}
+    assert update_summary(replay_only) == "replay-only update"
+    # every sample filtered (kept with a zero mask since issue 29) and nothing replayed: no update,
+    # although the optimiser was called on the masked mini-batch
+    all_masked = {"actor/optimizer_steps": 1.0, "replay/replayed": 0.0}
+    assert update_summary(all_masked) == "no update (filters left nothing to train)"

@@ -202,7 +202,7 @@ def update_summary(metrics: dict[str, float]) -> str:
     can leave no sample to train on; an entropy of `nan` would read like a broken update)."""
     if "actor/entropy" in metrics:
         return f"entropy {metrics['actor/entropy']:.2f}"
-    if metrics.get("actor/optimizer_steps", 0.0) > 0:
+    if metrics.get("actor/optimizer_steps", 0.0) > 0 and metrics.get("replay/replayed", 0.0) > 0:
         return "replay-only update"
     return "no update (filters left nothing to train)"
 
