@@ -186,9 +186,7 @@ def cmd_train(args: argparse.Namespace, overrides: dict, load_config) -> int:
         if args.print_config:
             print(cfg.to_yaml())
             return 0
-        if launcher_env()[0] == 0:  # under torchrun, rank 0 alone speaks
-            print(cfg.to_yaml(), file=sys.stderr)
-        result = train(cfg)
+        result = train(cfg)  # the resolved config is saved as RUN_DIR/config.yaml
     if launcher_env()[0] != 0:
         return 0
     curves = plot_runs([result.run_dir], result.run_dir / "curves.png")
