@@ -66,6 +66,7 @@ def time_env_stepping(
         calls = pool.reset(list(range(episodes)))
         reset_s = time.perf_counter() - t0
         views = {slot: c.view for slot, c in enumerate(calls) if c.ok}
+        failures = [c.failure for c in calls if not c.ok]
         rngs = [random.Random(f"envpool-{slot}") for slot in range(episodes)]
         rounds, steps = [], 0
         for _ in range(turns):
@@ -81,6 +82,7 @@ def time_env_stepping(
                 if call.ok:
                     views[slot] = call.view
                 else:
+                    failures.append(call.failure)
                     del views[slot]
         counters = pool.take_counters()
     finally:
@@ -93,6 +95,8 @@ def time_env_stepping(
         "ms_per_env_step": 1000 * sum(rounds) / max(1, steps),
         "env_steps": steps,
         "failures": counters["worker_failures"],
+        "workers_replaced": counters["workers_replaced"],
+        "failure_reasons": failures,
     }
 
 
