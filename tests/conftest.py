@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+# The SFT warm start is cached in the user's cache folder by default (sft.cache_dir=auto); tests
+# (and the processes they start) must each run their own SFT, so the suite turns that cache off.
+os.environ["SPEAR_CACHE_DIR"] = "off"
 
 EXAMPLE_PACKAGE = Path(__file__).parent / "custom_env_pkg"
 

@@ -6,7 +6,7 @@ from test_trainer import TINY
 from spear_rl.train.config import deep_merge, load_config
 from spear_rl.train.metrics import read_metrics
 from spear_rl.train.trainer import train
-from spear_rl.train.warm_start import sft_cache_key, sft_progress_printer
+from spear_rl.train.warm_start import sft_cache_key, sft_cache_root, sft_progress_printer
 
 VOLATILE = ("time", "eval/seconds", "sft/seconds", "sft/tokens_per_s")
 
@@ -55,6 +55,15 @@ def test_cache_key_covers_what_sft_depends_on(tmp_path):
     assert sft_cache_key(base) == sft_cache_key(same_sft_other_algo)
     other_engine = config(tmp_path, "k", tmp_path, rollout={"engine": "vllm", "vllm_sleep": False})
     assert sft_cache_key(base) == sft_cache_key(other_engine)  # SFT never generates
+    # nor samples groups, nor steps envs in workers: keyed by exactly what SFT reads
+    other_rollout = config(
+        tmp_path,
+        "k",
+        tmp_path,
+        rollout={"group_size": 3, "temperature": 0.7, "generation_batch_size": 8},
+        env={"workers": "process", "num_workers": 2},
+    )
+    assert sft_cache_key(base) == sft_cache_key(other_rollout)
     for extra in (
         {"train": {"seed": 1}},
         {"sft": {"episodes": 9}},
@@ -92,3 +101,16 @@ def test_a_fresh_tiny_policy_keeps_the_envs_terms_whole():
     env = factory()
     env.reset(0)
     assert any(piece in env.tokenizer_terms and piece[0] == "B" for piece in pieces), pieces
+
+
+def test_the_cache_is_on_by_default_in_the_user_cache_folder(monkeypatch, tmp_path):
+    assert load_config("sokoban/spear").sft.cache_dir == "auto"
+    monkeypatch.delenv("SPEAR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert sft_cache_root("auto") == tmp_path / "xdg" / "spear-rl" / "sft"
+    monkeypatch.setenv("SPEAR_CACHE_DIR", str(tmp_path / "mine"))
+    assert sft_cache_root("auto") == tmp_path / "mine" / "sft"
+    monkeypatch.setenv("SPEAR_CACHE_DIR", "off")  # what tests/conftest.py sets for the suite
+    assert sft_cache_root("auto") is None
+    assert sft_cache_root("off") is None and sft_cache_root("") is None
+    assert sft_cache_root(str(tmp_path / "x")) == tmp_path / "x"

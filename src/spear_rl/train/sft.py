@@ -55,8 +55,9 @@ class SFTConfig(Settings):
         ge=0,
     )
     cache_dir: str = setting(
-        "",
-        'folder that caches the warmed-up policy, keyed by every setting SFT depends on; "" = off',
+        "auto",
+        "folder that caches the warmed-up policy, keyed by exactly what SFT reads: auto = "
+        "$SPEAR_CACHE_DIR/sft or ~/.cache/spear-rl/sft; a path; off (or empty) = no cache",
     )
     # DART (Laskey et al. 2017): a policy that never saw its own slips drifts off after the first.
     detour_rate: float = setting(

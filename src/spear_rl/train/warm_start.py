@@ -1,10 +1,13 @@
-"""The policy a run starts from: a fresh model plus the SFT warm start, optionally cached on disk.
+"""The policy a run starts from: a fresh model plus the SFT warm start, cached on disk.
 
-Ablations run many presets from the same seed, and each would repeat the same SFT. With
-`sft.cache_dir` set, the warmed-up model and tokenizer are saved under a key that hashes every
-setting SFT depends on (model, env, rollout, sft sections, the seed and the package version), and
-later runs with the same key load them instead of training again. The load is exact (safetensors),
-so a cached start and a fresh one give the same run.
+SFT is a large share of a short run, and ablations run many presets from the same seed. The
+warmed-up model and tokenizer are saved under a key that hashes exactly what SFT reads (the model
+section, the env's name and kwargs, the rollout keys that shape prompts, the sft section, the seed,
+the package and tokenizer versions), and later runs with the same key load them instead of training
+again. The load is exact (safetensors), so a cached start and a fresh one give the same run.
+`sft.cache_dir`: `auto` (the default) is `$SPEAR_CACHE_DIR/sft`, else `~/.cache/spear-rl/sft`
+(`$XDG_CACHE_HOME` respected); `off` turns the cache off, and `SPEAR_CACHE_DIR=off` does so for
+`auto` runs (the test suite sets it, so each test's SFT runs).
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ from typing import Any
 import spear_rl
 from spear_rl.models.loading import load_policy, load_saved_policy, save_policy
 from spear_rl.models.tokenizer import TOKENIZER_VERSION
-from spear_rl.rollout.config import ENGINE_KEYS
 from spear_rl.train.checkpoint import check_free_space, checkpoint_bytes
 from spear_rl.train.config import Config
 from spear_rl.train.sft import run_sft, sft_corpus_texts
@@ -83,13 +85,32 @@ def sft_progress_printer(echo, parts: int = 10):
     return report
 
 
+# The rollout keys SFT reads (the episode renderer's and the episode length); the others (group
+# size, sampling, engine, batch sizes, timeouts) change no SFT prompt or target.
+SFT_ROLLOUT_KEYS = ("max_turns", "history_turns", "layout", "max_prompt_tokens", "show_admissible")
+
+
+def sft_cache_root(cache_dir: str) -> Path | None:
+    """The cache folder `sft.cache_dir` names, or None when caching is off."""
+    if cache_dir in ("", "off"):
+        return None
+    if cache_dir != "auto":
+        return Path(cache_dir)
+    base = os.environ.get("SPEAR_CACHE_DIR", "")
+    if base == "off":
+        return None
+    if base:
+        return Path(base) / "sft"
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "spear-rl" / "sft"
+
+
 def sft_cache_key(cfg: Config) -> str:
+    rollout = dataclasses.asdict(cfg.rollout)
     settings = {
         "model": dataclasses.asdict(cfg.model),
-        "env": dataclasses.asdict(cfg.env),
-        "rollout": {
-            k: v for k, v in dataclasses.asdict(cfg.rollout).items() if k not in ENGINE_KEYS
-        },
+        "env": {"name": cfg.env.name, "kwargs": cfg.env.kwargs},
+        "rollout": {k: rollout[k] for k in SFT_ROLLOUT_KEYS},
         "sft": {k: v for k, v in dataclasses.asdict(cfg.sft).items() if k != "cache_dir"},
         "seed": cfg.train.seed,
         "version": spear_rl.__version__,
@@ -109,7 +130,8 @@ def initial_policy(
         echo(f"SFT warm start loaded from the run folder: {keep_in}")
         model, tokenizer = load_saved_policy(cfg.model, keep_in, seed=cfg.train.seed)
         return model, tokenizer, json.loads((keep_in / _DONE).read_text())
-    entry = Path(cfg.sft.cache_dir) / sft_cache_key(cfg) if cfg.sft.cache_dir else None
+    root = sft_cache_root(cfg.sft.cache_dir)
+    entry = root / sft_cache_key(cfg) if root is not None else None
     if entry is not None and (entry / _DONE).is_file():
         echo(f"SFT warm start loaded from the cache: {entry}")
         model, tokenizer = load_saved_policy(cfg.model, entry, seed=cfg.train.seed)
