@@ -168,7 +168,9 @@ def test_two_rank_run_resumes_exactly(two_rank_run, tmp_path):
     """Steps 1-3 in one go == steps 1-2, then --resume on 2 ranks for step 3."""
     run_dir = tmp_path / "two"
     shutil.copytree(two_rank_run / "two", run_dir)
-    (run_dir / "checkpoints" / "latest").write_text("step_000002")
+    # as if the run had died after step 2's checkpoint
+    shutil.rmtree(run_dir / "checkpoints" / "step_000003")
+    (run_dir / "result.json").unlink()
     torchrun(["-m", "spear_rl.cli", "train", "--resume", str(run_dir)], timeout=400)
     straight = {r["step"]: r for r in read_metrics(two_rank_run / "two") if r["step"] == 3}[3]
     resumed = {r["step"]: r for r in read_metrics(run_dir) if r["step"] == 3}[3]
@@ -182,7 +184,7 @@ def test_two_rank_run_resumes_exactly(two_rank_run, tmp_path):
 def test_resume_on_another_world_size_is_a_clear_error(two_rank_run, tmp_path, capsys):
     run_dir = tmp_path / "two"
     shutil.copytree(two_rank_run / "two", run_dir)
-    assert main(["train", "--resume", str(run_dir)]) == 2
+    assert main(["train", "--resume", str(run_dir), "--train.steps=4"]) == 2
     err = capsys.readouterr().err
     assert "written by 2 rank(s)" in err and "--nproc_per_node 2" in err
     assert "Traceback" not in err
