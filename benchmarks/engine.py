@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from spear_rl.models import ModelConfig, load_policy
+from spear_rl.rollout.config import RolloutConfig
 from spear_rl.rollout.engines import EngineSettings, HFEngine, Sampling, make_engine
 from spear_rl.rollout.engines.sync import sync_engine
 from spear_rl.train.config import load_config
@@ -71,7 +72,11 @@ def generation_grid(name, env_factory, batches, new_tokens, repeats, cells_skip)
     if importlib.util.find_spec("vllm") is not None:
         t0 = time.perf_counter()
         settings = EngineSettings(
-            batch_size=max(batches), max_model_len=len(prompt) + max(new_tokens) + 8
+            batch_size=max(batches),
+            max_model_len=len(prompt) + max(new_tokens) + 8,
+            seed=0,
+            gpu_memory_utilization=RolloutConfig().gpu_memory_utilization,
+            sleep=False,  # no update between generations here
         )
         engines["vllm"] = make_engine("vllm", model, tokenizer, settings)
         start["vllm"] = time.perf_counter() - t0

@@ -24,7 +24,7 @@ from spear_rl.train.distributed import DistContext, is_distributed, world_rank
 PARALLEL_MODES = ("ddp", "fsdp")
 
 
-def wrap_model(model: torch.nn.Module, ctx: DistContext, parallel: str = "ddp") -> torch.nn.Module:
+def wrap_model(model: torch.nn.Module, ctx: DistContext, parallel: str) -> torch.nn.Module:
     """The module the update trains through: the model itself (one process), DDP, or FSDP2.
 
     DDP and FSDP reduce gradients with a SUM (see the module docstring). FSDP shards each decoder

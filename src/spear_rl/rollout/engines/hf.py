@@ -20,7 +20,7 @@ from spear_rl.rollout.generation import GenOutput, generate
 class HFEngine:
     name = "hf"
 
-    def __init__(self, model: torch.nn.Module, pad_token_id: int, batch_size: int = 64) -> None:
+    def __init__(self, model: torch.nn.Module, pad_token_id: int, batch_size: int) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model

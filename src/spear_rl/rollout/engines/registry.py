@@ -14,11 +14,12 @@ from spear_rl.rollout.engines.base import GenerationEngine
 class EngineSettings:
     """What an engine needs to know beyond the policy (filled from the rollout config)."""
 
-    batch_size: int = 64  # most sequences generated at once
-    max_model_len: int = 1088  # longest prompt + response the engine must hold
-    seed: int = 0
-    gpu_memory_utilization: float = 0.3  # CUDA only: share of GPU memory vLLM may take
-    sleep: bool = True  # CUDA only: vLLM sleep mode frees its memory during the update
+    # no defaults here: the rollout config's keys are their one home (train/rollout_engine.py)
+    batch_size: int  # most sequences generated at once
+    max_model_len: int  # longest prompt + response the engine must hold
+    seed: int
+    gpu_memory_utilization: float  # CUDA only: share of GPU memory vLLM may take
+    sleep: bool  # CUDA only: vLLM sleep mode frees its memory during the update
 
 
 EngineBuilder = Callable[..., GenerationEngine]
