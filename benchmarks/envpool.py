@@ -59,7 +59,9 @@ def time_env_stepping(
     backend: str, spec: EnvSpec, episodes: int, turns: int, workers: int
 ) -> dict[str, float]:
     t0 = time.perf_counter()
-    pool = make_env_pool(backend, spec, timeout_s=60.0, num_workers=workers)
+    pool = make_env_pool(
+        backend, spec, timeout_s=60.0, num_workers=workers, cpus_per_worker=1.0, ray_address=""
+    )
     started = time.perf_counter() - t0
     try:
         t0 = time.perf_counter()
@@ -130,7 +132,9 @@ def time_rollout_share(
     engine = AdmissibleActionEngine(
         HFEngine(model, tokenizer.pad_token_id, rollout_cfg.generation_batch_size), tokenizer, 0
     )
-    with make_env_pool(backend, spec, timeout_s=60.0, num_workers=workers) as pool:
+    with make_env_pool(
+        backend, spec, timeout_s=60.0, num_workers=workers, cpus_per_worker=1.0, ray_address=""
+    ) as pool:
         # untimed: workers import and start their engines once per run, not once per rollout
         warm_cfg = dataclasses.replace(rollout_cfg, max_turns=1)
         run_rollout(model, tokenizer, pool, [WARM_UP_SEED], warm_cfg, seed=1, engine=engine)

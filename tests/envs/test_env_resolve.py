@@ -128,7 +128,9 @@ def test_worker_processes_rebuild_an_env_from_its_import_path(
 
     monkeypatch.syspath_prepend(str(example_envs_site))  # spawned workers inherit sys.path
     spec = EnvSpec("spear_example_envs.shop:ShopEnv")
-    with make_env_pool("process", spec, timeout_s=60, num_workers=1) as pool:
+    with make_env_pool(
+        "process", spec, timeout_s=60, num_workers=1, cpus_per_worker=1.0, ray_address=""
+    ) as pool:
         (reset,) = pool.reset([3])
         assert reset.ok and reset.view.observation_role == "tool"
         system, schemas = reset.view.prompt_setup(template_renders_tools=True)

@@ -41,12 +41,20 @@ def ray_runtime():
         os.environ["PYTHONPATH"] = old
 
 
+DEFAULT_PLACEMENT = {"cpus_per_worker": 1.0, "ray_address": ""}
+
+
 def pool_of(backend, factory, request, timeout_s=30.0, num_workers=2):
     if backend == "ray":
         request.getfixturevalue("ray_runtime")
     # half a CPU per actor: two pools of two actors fit the test runtime's two CPUs
     return make_env_pool(
-        backend, factory, timeout_s=timeout_s, num_workers=num_workers, cpus_per_worker=0.5
+        backend,
+        factory,
+        timeout_s=timeout_s,
+        num_workers=num_workers,
+        cpus_per_worker=0.5,
+        ray_address="",
     )
 
 
@@ -288,7 +296,9 @@ def test_a_round_cut_short_by_ctrl_c_leaves_a_working_pool(monkeypatch):
     def interrupted(*_):
         raise KeyboardInterrupt
 
-    with make_env_pool("process", FaultyCorridor, timeout_s=30.0, num_workers=2) as pool:
+    with make_env_pool(
+        "process", FaultyCorridor, timeout_s=30.0, num_workers=2, **DEFAULT_PLACEMENT
+    ) as pool:
         pool.reset(seeds_for("none"))
         with monkeypatch.context() as patch:
             patch.setattr(pool, "_poll", interrupted)
@@ -307,12 +317,12 @@ def test_a_round_cut_short_by_ctrl_c_leaves_a_working_pool(monkeypatch):
 def test_missing_ray_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(ModuleNotFoundError, match=r"pip install 'spear-rl\[ray\]'"):
-        make_env_pool("ray", FaultyCorridor, timeout_s=1.0)
+        make_env_pool("ray", FaultyCorridor, timeout_s=1.0, num_workers=0, **DEFAULT_PLACEMENT)
 
 
 def test_unknown_backend_lists_the_known_ones():
     with pytest.raises(KeyError, match="inline, process, ray"):
-        make_env_pool("threads", FaultyCorridor, timeout_s=1.0)
+        make_env_pool("threads", FaultyCorridor, timeout_s=1.0, num_workers=0, **DEFAULT_PLACEMENT)
 
 
 def _alive(pid: int) -> bool:

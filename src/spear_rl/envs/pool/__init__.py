@@ -29,9 +29,9 @@ def make_env_pool(
     factory: Callable[[], Env],
     *,
     timeout_s: float,
-    num_workers: int = 0,
-    cpus_per_worker: float = 1.0,
-    ray_address: str = "",
+    num_workers: int,
+    cpus_per_worker: float,
+    ray_address: str,
 ) -> EnvPool:
     """The pool of backend `workers` ("inline", "process", "ray"); `factory` must be picklable for
     the worker backends (an `EnvSpec` is). `num_workers=0`: one per CPU (of the Ray cluster)."""

@@ -120,6 +120,6 @@ def default_num_workers() -> int:
 
 @ENV_POOLS.register("process")
 def make_process_pool(
-    factory: Callable[[], Env], *, timeout_s: float, num_workers: int = 0, **_: Any
+    factory: Callable[[], Env], *, timeout_s: float, num_workers: int, **_: Any
 ) -> ProcessPool:
     return ProcessPool(factory, num_workers or default_num_workers(), timeout_s)

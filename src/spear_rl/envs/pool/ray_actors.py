@@ -142,9 +142,9 @@ def make_ray_pool(
     factory: Callable[[], Env],
     *,
     timeout_s: float,
-    num_workers: int = 0,
-    cpus_per_worker: float = 1.0,
-    ray_address: str = "",
+    num_workers: int,
+    cpus_per_worker: float,
+    ray_address: str,
     **_: Any,
 ) -> RayPool:
     return RayPool(factory, num_workers, timeout_s, cpus_per_worker, ray_address)
