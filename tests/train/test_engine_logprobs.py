@@ -7,34 +7,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from test_update import GradCapture
 
 from spear_rl.algos.losses import PolicyLossConfig
-from spear_rl.models.config import ModelConfig
 from spear_rl.models.forward import token_logprobs
-from spear_rl.models.tiny import build_tiny_model
-from spear_rl.models.tokenizer import build_tiny_tokenizer
 from spear_rl.rollout.batch import collate_samples
 from spear_rl.rollout.sample import Sample
 from spear_rl.train.rollout_engine import recompute_old_logprobs
 from spear_rl.train.update import LossSpec, UpdateSettings, policy_update
-
-
-class GradCapture(torch.optim.Optimizer):
-    """Records the gradient of each optimiser step; leaves the weights alone."""
-
-    def __init__(self, params):
-        super().__init__(params, {})
-        self.captured: list[list[torch.Tensor]] = []
-
-    def step(self, closure=None):
-        self.captured.append([p.grad.clone() for g in self.param_groups for p in g["params"]])
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    tok = build_tiny_tokenizer(["up down left right <think></think><action>up</action>"] * 20, 300)
-    model = build_tiny_model(tok, ModelConfig(tiny_layers=1, tiny_hidden=32, tiny_heads=2), seed=0)
-    return model, tok
 
 
 def _samples(tok, model, shift: float):

@@ -12,9 +12,6 @@ import torch
 
 from spear_rl.algos.losses import PolicyLossConfig
 from spear_rl.algos.replay import ReplayBuffer, ReplayConfig, ReplayItem
-from spear_rl.models.config import ModelConfig
-from spear_rl.models.tiny import build_tiny_model
-from spear_rl.models.tokenizer import build_tiny_tokenizer
 from spear_rl.rollout.sample import Sample
 from spear_rl.train.update import LossSpec, UpdateSettings, even_parts, policy_update
 
@@ -28,13 +25,6 @@ class GradCapture(torch.optim.Optimizer):
 
     def step(self, closure=None):
         self.captured.append([p.grad.clone() for g in self.param_groups for p in g["params"]])
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    tok = build_tiny_tokenizer(["up down left right <think></think><action>up</action>"] * 20, 300)
-    model = build_tiny_model(tok, ModelConfig(tiny_layers=1, tiny_hidden=32, tiny_heads=2), seed=0)
-    return model, tok
 
 
 def make_sample(tok, model, text, advantage, traj_id, reward=0.0):
