@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from spear_rl.registry import Registry
@@ -97,9 +96,3 @@ def validate_settings(obj: Any) -> None:
                 check(obj)
             except ConfigError as err:
                 raise ConfigError(f"{prefix}{err}") from None
-
-
-def field_docs(cls: type) -> Iterable[tuple[dataclasses.Field, str]]:
-    """(field, doc) of a config dataclass, in declaration order."""
-    for field in dataclasses.fields(cls):
-        yield field, field.metadata.get("doc", "")

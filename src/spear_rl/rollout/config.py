@@ -8,8 +8,6 @@ from spear_rl.fields import Settings, setting, validate_settings
 from spear_rl.rollout.engines.registry import ENGINES
 
 LAYOUTS = ("per_turn", "whole")
-# Keys that pick how responses are generated, not what a prompt or sample is (SFT ignores them).
-ENGINE_KEYS = ("engine", "gpu_memory_utilization", "vllm_sleep")
 
 
 @dataclass

@@ -134,11 +134,6 @@ class Config:
                 "algo.adv_estimator=gigpo needs rollout.layout=per_turn (step groups are turns)"
             )
 
-    @property
-    def replay_enabled(self) -> bool:
-        """Whether the run replays past wins: the one place that decides it."""
-        return self.replay.enabled
-
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
