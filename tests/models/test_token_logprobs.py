@@ -81,6 +81,27 @@ def _right_padded_batch(tokenizer, n_rows=6, prefix_len=40):
     return ids, mask
 
 
+def _grouped_batch(tokenizer):
+    """GRPO's shape: 3 prompts of different lengths, 3 replies each, and a row alone; rows shuffled
+    so that a group's rows are not adjacent."""
+    g = torch.Generator().manual_seed(1)
+    rows = []
+    for prompt_len in (30, 24, 41):
+        prompt = torch.randint(5, len(tokenizer), (prompt_len,), generator=g)
+        for reply_len in (2, 5, 9):
+            rows.append(
+                torch.cat([prompt, torch.randint(5, len(tokenizer), (reply_len,), generator=g)])
+            )
+    rows.append(torch.randint(5, len(tokenizer), (20,), generator=g))
+    rows = [rows[i] for i in torch.randperm(len(rows), generator=g).tolist()]
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), tokenizer.pad_token_id)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)], mask[i, : len(r)] = r, 1
+    return ids, mask
+
+
 def _reference(model, ids, mask, temperature):
     """Straight from the definition: one full forward, log_softmax, gather."""
     logits = model(
@@ -104,17 +125,28 @@ def _grads(model):
 def _policy_and_batch_for_path(monkeypatch, path: str):
     """The tiny policy and a batch that take `path` through token_logprobs."""
     model, tokenizer = tiny_policy()
-    ids, mask = _right_padded_batch(tokenizer)
-    if path != "shared_prefix":
+    ids, mask = (_grouped_batch if path == "group_prefix" else _right_padded_batch)(tokenizer)
+    if path not in ("shared_prefix", "group_prefix"):
         monkeypatch.setattr(forward, "MIN_SHARED_PREFIX", 10**9)
     if path == "chunked":  # a few positions per chunk, recomputed in backward
         monkeypatch.setattr(forward, "LOGITS_CHUNK_ELEMENTS", 3 * ids.shape[0] * len(tokenizer))
+    groups = forward._prefix_groups(model, ids, mask)
     if path == "shared_prefix":
-        assert forward._shared_prefix_length(model, ids, mask) == 40
+        assert groups.prefix.tolist() == [40] and groups.group.tolist() == [0] * len(ids)
+    elif path == "group_prefix":  # each prompt once, the row alone as its own group
+        assert sorted(groups.prefix.tolist()) == [19, 24, 30, 41]
+        for g, prefix in enumerate(groups.prefix.tolist()):
+            members = ids[groups.group == g, :prefix]
+            assert (members == members[:1]).all()
+    else:
+        assert groups is None
     return model, ids, mask
 
 
-@pytest.mark.parametrize("path", ["shared_prefix", "plain", "chunked"])
+PATHS = ["shared_prefix", "group_prefix", "plain", "chunked"]
+
+
+@pytest.mark.parametrize("path", PATHS)
 def test_fast_paths_match_the_definition(monkeypatch, path):
     model, ids, mask = _policy_and_batch_for_path(monkeypatch, path)
 
@@ -132,7 +164,7 @@ def test_fast_paths_match_the_definition(monkeypatch, path):
     model.zero_grad()
 
 
-@pytest.mark.parametrize("path", ["shared_prefix", "plain", "chunked"])
+@pytest.mark.parametrize("path", PATHS)
 def test_score_mask_scores_only_the_masked_positions(monkeypatch, path):
     model, ids, mask = _policy_and_batch_for_path(monkeypatch, path)
     # a "response" of each row's last 3 tokens, plus one prompt position inside the shared prefix

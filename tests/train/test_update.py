@@ -13,7 +13,13 @@ import torch
 from spear_rl.algos.losses import PolicyLossConfig
 from spear_rl.algos.replay import ReplayBuffer, ReplayConfig, ReplayItem
 from spear_rl.rollout.sample import Sample
-from spear_rl.train.update import LossSpec, UpdateSettings, even_parts, policy_update
+from spear_rl.train.update import (
+    LossSpec,
+    UpdateSettings,
+    even_parts,
+    micro_batch_rows,
+    policy_update,
+)
 
 
 class GradCapture(torch.optim.Optimizer):
@@ -364,3 +370,73 @@ def test_the_replay_entropy_bonus_reaches_the_gradient(tiny):
 
     without, with_bonus = joint_grads(0.0), joint_grads(0.3)
     assert max(float((a - b).abs().max()) for a, b in zip(with_bonus, without, strict=True)) > 1e-6
+
+
+def test_micro_batches_are_sorted_by_length_and_keep_a_prompts_copies_together(tiny):
+    model, tok = tiny
+    long_prompt, short_prompt = tok("grid ### up up").input_ids, tok("grid").input_ids
+
+    def sample(prompt, reply):
+        response = tok(reply).input_ids
+        return Sample(prompt, response, [1] * len(response), [0.0] * len(response), 0, 0)
+
+    samples = [
+        sample(long_prompt, "up"),
+        sample(short_prompt, "up left right down"),
+        sample(long_prompt, "up left right down"),
+        sample(short_prompt, "up"),
+    ]
+    assert micro_batch_rows(samples, 2) == [[3, 1], [0, 2]]
+    assert micro_batch_rows(samples, 0) == [[0, 1, 2, 3]]  # one micro-batch: order kept
+
+
+@pytest.mark.parametrize("loss", ["vanilla", "clip_cov", "kl_cov"])
+def test_sorting_micro_batches_changes_neither_loss_nor_gradient(tiny, loss, monkeypatch):
+    """Rows sorted by length into micro-batches pad less, yet give the loss and gradient of the
+    samples taken in their own order: clip_cov / kl_cov choose tokens in sample order."""
+    import spear_rl.train.update as update
+
+    model, tok = tiny
+    texts = ["<action>up</action> left right down up", "up", "<think>left</think> down", "right"]
+    prompts = ["grid ### up", "grid", "grid ### up", "grid"]
+    noise = torch.Generator().manual_seed(3)
+    samples = []
+    for i, (text, prompt) in enumerate(zip(texts * 2, prompts * 2, strict=True)):
+        s = make_sample(tok, model, text, advantage=float(i % 3) - 0.9, traj_id=i)
+        s.prompt_ids = tok(prompt).input_ids
+        shift = 0.2 * torch.randn(len(s.old_logprobs), generator=noise)
+        samples.append(
+            dataclasses.replace(s, old_logprobs=(torch.tensor(s.old_logprobs) + shift).tolist())
+        )
+    params = PolicyLossConfig(
+        clip_cov_ratio=0.3, clip_cov_lb=-100.0, clip_cov_ub=100.0, kl_cov_ratio=0.3
+    )
+    spec = LossSpec(loss, params, "token-mean", t_norm=16)
+    cfg = dataclasses.replace(settings(tok), on_policy=spec, micro_batch_size=3)
+
+    def run():
+        opt = GradCapture(model.parameters())
+        out = policy_update(model, opt, samples, None, 0.0, cfg, torch.Generator().manual_seed(5))
+        return out, opt.captured[0]
+
+    padded = []
+    real_collate = update.collate_samples
+    monkeypatch.setattr(
+        update, "collate_samples", lambda s, pad: padded.append(real_collate(s, pad)) or padded[-1]
+    )
+    sorted_out, sorted_grads = run()
+    sorted_width = sum(b.input_ids.numel() for b in padded)
+    padded.clear()
+    monkeypatch.setattr(  # the order before sorting: the samples as drawn
+        update,
+        "micro_batch_rows",
+        lambda s, m: [list(range(len(s)))[i : i + m] for i in range(0, len(s), m)],
+    )
+    plain_out, plain_grads = run()
+    assert sorted_width < sum(b.input_ids.numel() for b in padded)  # sorting padded less
+    if loss != "vanilla":
+        assert sorted_out["actor/selected_tokens"] >= 2
+        assert sorted_out["actor/selected_tokens"] == plain_out["actor/selected_tokens"]
+    assert sorted_out["actor/loss"] == pytest.approx(plain_out["actor/loss"], abs=1e-6)
+    for a, b in zip(sorted_grads, plain_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)

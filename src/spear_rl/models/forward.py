@@ -9,6 +9,8 @@ on, each chunk is checkpointed so that only the [B, L, H] hidden states are kept
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
@@ -16,8 +18,8 @@ from torch.utils.checkpoint import checkpoint
 # Largest logits block materialised at once (floats): 16M = 64 MiB in fp32.
 LOGITS_CHUNK_ELEMENTS = 1 << 24
 
-# A common prefix at least this long (e.g. the system prompt shared by every per_turn sample) is
-# computed once per batch instead of once per row.
+# A prefix at least this long that rows share (the system prompt of every per_turn sample, the
+# prompt of a GRPO group's replies) is computed once per batch or group instead of once per row.
 MIN_SHARED_PREFIX = 16
 
 # Model types whose logits are exactly lm_head(decoder(x).last_hidden_state): no soft-capping or
@@ -57,18 +59,17 @@ def token_logprobs(
     targets = input_ids[:, 1:]
     vocab = _vocab_size(model)
     plain = _plain_head_parts(model)
-    prefix = _shared_prefix_length(model, input_ids, attention_mask) if plain else 0
-    if plain is not None and prefix and score_mask is None:
+    groups = _prefix_groups(model, input_ids, attention_mask) if plain else None
+    if groups is not None and len(groups.leaders) == 1 and score_mask is None:
+        prefix = int(groups.prefix[0])  # the whole batch shares it: its positions scored once
         logp, entropy = _shared_prefix_logprobs(
             plain, input_ids, attention_mask, position_ids, prefix, vocab, temperature, with_entropy
         )
     else:
-        if plain is not None and prefix:
-            prefix_hidden, rest_hidden = _shared_prefix_hidden(
-                plain[0], input_ids, attention_mask, position_ids, prefix
-            )
-            batch = input_ids.shape[0]
-            hidden = torch.cat([prefix_hidden.expand(batch, -1, -1), rest_hidden[:, :-1]], dim=1)
+        if groups is not None:
+            hidden = _grouped_prefix_hidden(
+                plain[0], input_ids, attention_mask, position_ids, groups
+            )[:, :-1]
             project = plain[1]
         elif plain is not None:
             decoder, head = plain
@@ -104,19 +105,123 @@ def token_logprobs(
     return logp, entropy
 
 
-def _shared_prefix_length(model, input_ids: Tensor, attention_mask: Tensor) -> int:
-    """Length of the token prefix every row shares (0 when sharing is not worth it / possible)."""
-    batch, length = input_ids.shape
-    if batch < 2 or length < 2 * MIN_SHARED_PREFIX:
-        return 0
+@dataclass
+class PrefixGroups:
+    """Rows that share a prompt prefix (e.g. a GRPO group's copies of one prompt).
+
+    Each group's first `prefix` tokens are computed once; `group[b]` is row b's group, `leaders[g]`
+    a row of group g, `prefix[g]` the tokens all its rows share (>= 1, < each row's length).
+    """
+
+    group: Tensor  # [B] long
+    leaders: Tensor  # [G] long
+    prefix: Tensor  # [G] long
+
+
+def _prefix_groups(model, input_ids: Tensor, attention_mask: Tensor) -> PrefixGroups | None:
+    """The grouping of rows by shared prefix that costs the fewest padded token positions, or None
+    when no grouping beats one plain forward (or sharing is impossible).
+
+    Rows sorted lexicographically put shared prefixes next to each other; a cut at `t` tokens makes
+    a group of each run of neighbours sharing >= t tokens. Cost: the prefix pass (groups x longest
+    group prefix) plus the rest pass (rows x longest remainder), both padded.
+    """
+    batch, width = input_ids.shape
+    if batch < 2 or width < 2 * MIN_SHARED_PREFIX:
+        return None
     # Checkpointed layers drop the KV cache the shared-prefix path relies on.
     if torch.is_grad_enabled() and _checkpointing(model):
-        return 0
-    same = (input_ids == input_ids[:1]).all(0) & attention_mask.bool().all(0)
-    differs = (~same).nonzero()
-    prefix = int(differs[0]) if len(differs) else length
-    prefix = min(prefix, length - 1)  # at least one position after the prefix
-    return prefix if prefix >= MIN_SHARED_PREFIX else 0
+        return None
+    right_padded = bool((attention_mask[:, :-1] >= attention_mask[:, 1:]).all())
+    lengths = attention_mask.sum(1).tolist()
+    if not right_padded or min(lengths) < 2:
+        return None
+    rows = input_ids.tolist()
+    order = sorted(range(batch), key=lambda b: rows[b][: lengths[b]])
+    ids = input_ids[order]
+    length = torch.tensor([lengths[b] for b in order])
+    # tokens row i shares with row i+1 (in sorted order), leaving each at least one of its own
+    limit = torch.minimum(length[1:], length[:-1]) - 1
+    same = (ids[1:] == ids[:-1]) & (torch.arange(width)[None] < limit[:, None])
+    shared = same.long().cumprod(1).sum(1).tolist()
+    best, best_cost = None, batch * width
+    for cut in sorted({s for s in shared if s >= MIN_SHARED_PREFIX}):
+        runs, prefixes = [[order[0]]], [None]
+        for link, row in zip(shared, order[1:], strict=True):
+            if link >= cut:
+                runs[-1].append(row)
+                prefixes[-1] = link if prefixes[-1] is None else min(prefixes[-1], link)
+            else:
+                runs.append([row])
+                prefixes.append(None)
+        longest = max(p for p in prefixes if p is not None)
+        # a row alone computes its own prompt in the prefix pass (no padding added)
+        prefixes = [
+            p if p is not None else max(1, min(lengths[run[0]] - 1, longest))
+            for p, run in zip(prefixes, runs, strict=True)
+        ]
+        rest = max(lengths[b] - p for run, p in zip(runs, prefixes, strict=True) for b in run)
+        cost = len(runs) * max(prefixes) + batch * rest
+        if cost < best_cost:
+            best, best_cost = (runs, prefixes), cost
+    if best is None:
+        return None
+    runs, prefixes = best
+    group = torch.empty(batch, dtype=torch.long)
+    for g, run in enumerate(runs):
+        group[run] = g
+    return PrefixGroups(
+        group=group.to(input_ids.device),
+        leaders=torch.tensor([run[0] for run in runs], device=input_ids.device),
+        prefix=torch.tensor(prefixes, device=input_ids.device),
+    )
+
+
+def _grouped_prefix_hidden(decoder, input_ids, attention_mask, position_ids, groups):
+    """Final hidden states [B, L, H] with each group's prefix computed once.
+
+    The prefix pass runs the leaders' prefixes (right-padded to the longest); its KV cache is
+    copied to every row of the group, and the rest pass runs each row from its group's prefix on,
+    attending to that cache (the padding between a short prefix and the row's rest is masked).
+    Causal attention makes this the same function as the plain forward; gradients of a shared
+    prefix add up over its rows, as they would unshared.
+    """
+    from transformers import DynamicCache
+
+    batch, width = input_ids.shape
+    device = input_ids.device
+    prefix_len = int(groups.prefix.max())
+    span = torch.arange(prefix_len, device=device)
+    prefix_mask = (span[None] < groups.prefix[:, None]).long()
+    cache = DynamicCache(config=decoder.config)
+    prefix_hidden = decoder(
+        input_ids=input_ids[groups.leaders, :prefix_len],
+        attention_mask=prefix_mask,
+        position_ids=position_ids[groups.leaders, :prefix_len],
+        use_cache=True,
+        **{CACHE_KWARG: cache},
+    ).last_hidden_state
+    cache.batch_select_indices(groups.group)
+    row_prefix = groups.prefix[groups.group]
+    rest_len = int((attention_mask.sum(1) - row_prefix).max())
+    index = row_prefix[:, None] + torch.arange(rest_len, device=device)[None]
+    inside = index < width
+    index = index.clamp(max=width - 1)
+    rest_hidden = decoder(
+        input_ids=input_ids.gather(1, index),
+        attention_mask=torch.cat(
+            [prefix_mask[groups.group], attention_mask.gather(1, index) * inside], dim=1
+        ),
+        position_ids=position_ids.gather(1, index),
+        use_cache=True,
+        **{CACHE_KWARG: cache},
+    ).last_hidden_state
+    # position t of row b: the group's prefix state below row_prefix[b], else the row's own
+    states = torch.cat([prefix_hidden[groups.group], rest_hidden], dim=1)
+    t = torch.arange(width, device=device)[None]
+    source = torch.where(t < row_prefix[:, None], t, prefix_len + t - row_prefix[:, None])
+    source = source.clamp(max=states.shape[1] - 1)  # padding positions: any state, never scored
+    return states.gather(1, source[..., None].expand(-1, -1, states.shape[-1]))
 
 
 def _shared_prefix_logprobs(

@@ -115,15 +115,17 @@ def backward_loss(
     device = next(model.parameters()).device
     # Filtered samples (loss mask all 0) add no loss but count in B: no forward pass for them.
     active = [s for s in samples if any(s.loss_mask)]
-    micro = settings.micro_batch_size or max(len(active), 1)
+    rows = micro_batch_rows(active, settings.micro_batch_size)
     batches = [
-        collate_samples(active[i : i + micro], settings.pad_token_id).to(device)
-        for i in range(0, len(active), micro)
+        collate_samples([active[i] for i in part], settings.pad_token_id).to(device)
+        for part in rows
     ]
     norm = aggregation_norm(
         [b.loss_mask for b in batches], spec.t_norm, masked_rows=len(samples) - len(active)
     )
-    selections = mini_batch_selection(model, batches, spec, settings, generator, *cov_collectives())
+    selections = mini_batch_selection(
+        model, batches, spec, settings, generator, *cov_collectives(), rows=rows
+    )
     total = 0.0
     for batch, selected in zip(batches, selections, strict=True):
         mask = batch.loss_mask
@@ -175,6 +177,28 @@ def backward_loss(
     return total
 
 
+def micro_batch_rows(samples: Sequence[Sample], micro_batch_size: int) -> list[list[int]]:
+    """The sample indices of each micro-batch (0 = one micro-batch of all).
+
+    Split several ways, the samples are first sorted by prompt length, prompt and reply length:
+    each padded micro-batch then holds rows of similar length (less padding), and the copies of
+    one prompt (a GRPO group) stay together, so `token_logprobs` computes that prompt once. The
+    order changes no loss or gradient (the cov token choice is made in sample order, see
+    `mini_batch_selection`); with one micro-batch the samples keep their order.
+    """
+    order = list(range(len(samples)))
+    micro = micro_batch_size or max(len(samples), 1)
+    if len(samples) > micro:
+        order.sort(
+            key=lambda i: (
+                len(samples[i].prompt_ids),
+                samples[i].prompt_ids,
+                len(samples[i].response_ids),
+            )
+        )
+    return [order[i : i + micro] for i in range(0, len(order), micro)]
+
+
 def mini_batch_selection(
     model: torch.nn.Module,
     batches: Sequence[TokenBatch],
@@ -183,6 +207,7 @@ def mini_batch_selection(
     generator: torch.Generator,
     reduce_sum: Collective = local_only,
     all_gather: Collective = local_only,
+    rows: Sequence[Sequence[int]] | None = None,
 ) -> list[torch.Tensor | None]:
     """clip_cov / kl_cov: each micro-batch's slice of the tokens chosen over the whole mini-batch.
 
@@ -190,7 +215,9 @@ def mini_batch_selection(
     is trained, so a split mini-batch first takes a no-grad forward pass (one extra forward,
     about a third of a forward+backward; only for these losses). Unsplit and in one process, the
     loss selects from its own forward pass, which gives the same tokens at no extra cost. Tokens
-    are concatenated row-major, the order `select_cov_tokens` uses for a padded [B, T] batch.
+    are concatenated row-major in sample order (`rows[i][r]`: the sample held by row r of batch i;
+    None = the batches in order), the order `select_cov_tokens` uses for a padded [B, T] batch,
+    so how the samples were sorted into micro-batches does not change the choice.
     `reduce_sum` / `all_gather` (see `algos/cov_selection.py`) make the choice span all ranks'
     tokens; every rank must then call this, even with no batches of its own.
     """
@@ -200,16 +227,22 @@ def mini_batch_selection(
     if spec.params.cov_scope == "micro_batch":  # the reference: each micro-batch picks alone
         return [None] * len(batches)
     device = next(model.parameters()).device
-    parts: list[tuple[torch.Tensor, ...]] = [(torch.zeros(0, device=device),) * 3]
+    if rows is None:
+        starts = itertools.accumulate((len(b) for b in batches), initial=0)
+        rows = [range(start, start + len(b)) for start, b in zip(starts, batches, strict=False)]
+    by_sample: dict[int, tuple[torch.Tensor, ...]] = {}  # sample index -> its valid tokens
     with torch.no_grad():
-        for batch in batches:
+        for batch, samples in zip(batches, rows, strict=True):
             mask = batch.loss_mask
             logp, _ = token_logprobs(
                 model, batch.input_ids, batch.attention_mask, settings.temperature, score_mask=mask
             )
             valid = mask > 0
-            advantages = batch.advantages[:, None].to(logp.dtype).expand_as(logp)
-            parts.append((logp[valid], batch.old_logprobs[valid], advantages[valid]))
+            for row, sample in enumerate(samples):
+                v = valid[row]
+                adv = batch.advantages[row].to(logp.dtype).expand(int(v.sum()))
+                by_sample[sample] = (logp[row][v], batch.old_logprobs[row][v], adv)
+    parts = [(torch.zeros(0, device=device),) * 3] + [by_sample[i] for i in sorted(by_sample)]
     logp, old, adv = (torch.cat(column)[None] for column in zip(*parts, strict=True))
     chosen = select_cov_tokens(
         spec.name,
@@ -222,14 +255,14 @@ def mini_batch_selection(
         reduce_sum=reduce_sum,
         all_gather=all_gather,
     )[0]
+    counts = [int(by_sample[i][0].numel()) for i in sorted(by_sample)]
+    chosen_of = dict(zip(sorted(by_sample), torch.split(chosen, counts), strict=True))
     out: list[torch.Tensor | None] = []
-    start = 0
-    for batch in batches:
+    for batch, samples in zip(batches, rows, strict=True):
         valid = batch.loss_mask > 0
         selected = torch.zeros_like(valid)
-        count = int(valid.sum())
-        selected[valid] = chosen[start : start + count]
-        start += count
+        for row, sample in enumerate(samples):
+            selected[row, valid[row]] = chosen_of[sample]
         out.append(selected)
     return out
 
