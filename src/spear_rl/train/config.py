@@ -84,7 +84,13 @@ class TrainConfig(Settings):
     run_name: str = setting("", "run folder name; empty = <env>-<preset>-seed<seed>-<time>")
     device: str = setting("auto", "auto, cpu, cuda or cuda:N")
     threads: int = setting(
-        0, "torch CPU threads; 0 = all cores (split over a node's ranks under torchrun)", ge=0
+        0,
+        "torch CPU threads; 0 = one per physical core this process may use (split over a node's "
+        "ranks under torchrun; a single process uses at most OMP_NUM_THREADS). The `spear` command "
+        "also makes idle OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE, unless it or "
+        "GOMP_SPINCOUNT is set), so a busy machine slows a run down rather than stalling it "
+        "(benchmarks/threads.py)",
+        ge=0,
     )
     parallel: str = setting(
         "ddp",

@@ -24,6 +24,8 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
+from spear_rl.train.threads import cpu_cores
+
 T = TypeVar("T")
 
 # metrics summed over ranks (counts); names ending in these are maxed / minned; the rest averaged
@@ -300,12 +302,13 @@ def rank_seed(seed: int, rank: int) -> int:
 
 
 def threads_per_rank(configured: int) -> int:
-    """CPU threads for this rank: the configured number, or (0) the cores split over the node's
-    ranks. Two ranks with two threads each on two cores ran 40x slower (docs/distributed.md)."""
+    """CPU threads for this rank: the configured number, or (0) the physical cores this process
+    may use (threads.cpu_cores) split over the node's ranks. Two ranks with two threads each on
+    two cores ran 40x slower (docs/distributed.md)."""
     if configured > 0:
         return configured
     local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    return max(1, (os.cpu_count() or 1) // max(1, local_ranks))
+    return max(1, cpu_cores() // max(1, local_ranks))
 
 
 class SilentLogger:

@@ -8,6 +8,7 @@ uninterrupted one exactly.
 from __future__ import annotations
 
 import copy
+import sys
 
 import numpy as np
 import torch
@@ -16,6 +17,8 @@ from spear_rl.envs.base import EVAL_SEED_OFFSET, make_env
 from spear_rl.envs.pool import EnvPool, EnvSpec, make_env_pool
 from spear_rl.envs.resolve import EnvLoadError
 from spear_rl.train.config import Config, ConfigError
+from spear_rl.train.distributed import threads_per_rank
+from spear_rl.train.threads import busy_warning, cpu_cores
 
 
 def task_seeds(cfg: Config, step: int) -> list[int]:
@@ -89,6 +92,14 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
-def set_threads(cfg: Config) -> None:
-    if cfg.train.threads > 0:
-        torch.set_num_threads(cfg.train.threads)
+def set_threads(cfg: Config) -> int:
+    """torch's CPU threads for this run, and a one-line note on stderr when a CPU run starts on an
+    already busy machine. `train.threads=0`: this process's share of the physical cores, but never
+    more than torch already uses (OMP_NUM_THREADS, or a caller's torch.set_num_threads)."""
+    threads = cfg.train.threads or min(torch.get_num_threads(), threads_per_rank(0))
+    torch.set_num_threads(threads)
+    if pick_device(cfg.train.device).type == "cpu":
+        warning = busy_warning(threads, cpu_cores())
+        if warning:
+            print(warning, file=sys.stderr)
+    return threads

@@ -1,0 +1,94 @@
+"""CPU threads of a run: how many cores there are to use, how idle OpenMP threads wait, and a
+warning when other work already keeps the cores busy. No torch import here: the wait policy only
+counts if it is set before torch loads its OpenMP runtime (libgomp reads it once, at load).
+
+Why passive waiting: torch's CPU ops run in OpenMP teams, and by default a thread that reaches
+the end of a parallel region spins for a while before sleeping. On a machine where another
+process competes for the cores, the spinning thread takes the core the thread it waits for needs:
+with one busy process beside it on 2 cores, generation ran 5-19x and the update 7x slower with two
+threads than with one. Sleeping at once (OMP_WAIT_POLICY=PASSIVE) costs a wake-up per region on an
+idle machine; benchmarks/threads.py measures both.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+
+# set by the user, these decide how OpenMP waits; we leave them alone
+WAIT_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+
+
+def wait_passively() -> bool:
+    """Make idle OpenMP threads sleep rather than spin, unless the user chose a policy. Call it
+    before torch is imported (the CLI's start); too late afterwards, so then it does nothing.
+    Returns whether the policy is now passive because of this call."""
+    if "torch" in sys.modules or any(v in os.environ for v in WAIT_VARS):
+        return False
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    return True
+
+
+def openmp_waits_passively() -> bool:
+    """Whether the environment torch's OpenMP read says idle threads sleep: OMP_WAIT_POLICY=PASSIVE
+    or GOMP_SPINCOUNT=0 (libgomp's own reading of them)."""
+    policy = os.environ.get("OMP_WAIT_POLICY", "").strip().upper()
+    return policy == "PASSIVE" or os.environ.get("GOMP_SPINCOUNT", "").strip() == "0"
+
+
+def cpu_cores(sys_root: Path = Path("/sys")) -> int:
+    """Cores this process can use: the physical cores among the CPUs it may run on (two
+    hyper-threads of one core share its arithmetic units, so a second thread there mostly waits),
+    capped by a cgroup v2 CPU quota (a container given 2 CPUs of a 64-core host)."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+    cores = set()
+    for cpu in cpus:
+        topology = sys_root / f"devices/system/cpu/cpu{cpu}/topology"
+        try:
+            package = (topology / "physical_package_id").read_text().strip()
+            core = (topology / "core_id").read_text().strip()
+        except OSError:  # no topology to read: count logical CPUs
+            cores = set(cpus)
+            break
+        cores.add((package, core))
+    count = max(1, len(cores))
+    quota = cgroup_cpu_quota(sys_root)
+    return max(1, min(count, math.ceil(quota))) if quota else count
+
+
+def cgroup_cpu_quota(sys_root: Path = Path("/sys")) -> float | None:
+    """CPUs' worth of time the cgroup v2 `cpu.max` of this container allows, or None (no limit)."""
+    try:
+        quota, period = (sys_root / "fs/cgroup/cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        return None
+
+
+def busy_warning(threads: int, cores: int) -> str | None:
+    """One line when other work already keeps at least half the cores busy (the 1-minute load
+    average, read before this run adds to it), else None."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not available on this platform
+        return None
+    if load < max(1.0, cores / 2):
+        return None
+    if threads == 1:
+        waits = "one torch thread, so nothing waits for a descheduled thread"
+    elif openmp_waits_passively():
+        waits = "idle threads sleep (OMP_WAIT_POLICY=PASSIVE), so it slows down rather than stalls"
+    else:
+        waits = (
+            "idle OpenMP threads spin, which stalls threads on busy cores: set "
+            "OMP_WAIT_POLICY=PASSIVE before Python starts, or train.threads=1"
+        )
+    return (
+        f"note: the CPU is busy (1-minute load {load:.1f} on {cores} cores) before this run; "
+        f"training shares it and runs slower; {threads} torch threads: {waits}"
+    )
