@@ -139,10 +139,10 @@ def _prefix_groups(model, input_ids: Tensor, attention_mask: Tensor) -> PrefixGr
     rows = input_ids.tolist()
     order = sorted(range(batch), key=lambda b: rows[b][: lengths[b]])
     ids = input_ids[order]
-    length = torch.tensor([lengths[b] for b in order])
+    length = torch.tensor([lengths[b] for b in order], device=ids.device)
     # tokens row i shares with row i+1 (in sorted order), leaving each at least one of its own
     limit = torch.minimum(length[1:], length[:-1]) - 1
-    same = (ids[1:] == ids[:-1]) & (torch.arange(width)[None] < limit[:, None])
+    same = (ids[1:] == ids[:-1]) & (torch.arange(width, device=ids.device)[None] < limit[:, None])
     shared = same.long().cumprod(1).sum(1).tolist()
     best, best_cost = None, batch * width
     for cut in sorted({s for s in shared if s >= MIN_SHARED_PREFIX}):
