@@ -21,7 +21,9 @@ from spear_rl.algos.replay import ReplayBuffer, ReplayConfig
 from spear_rl.models.config import ModelConfig
 from spear_rl.models.tiny import build_tiny_model
 from spear_rl.models.tokenizer import build_tiny_tokenizer
+from spear_rl.rollout.engines.weights import policy_weights
 from spear_rl.rollout.sample import Sample
+from spear_rl.train.dist_state import load_sharded_optimizer, save_sharded_optimizer
 from spear_rl.train.distributed import (
     all_gather_concat,
     global_sum,
@@ -157,7 +159,39 @@ def run(out: Path, case: str, parallel: str = "ddp") -> None:
         "samples": len(mine),
     }
     out.mkdir(parents=True, exist_ok=True)
+    if parallel == "fsdp":
+        record.update(fsdp_checks(train_model, optimizer, out, ctx.rank))
     (out / f"rank{ctx.rank}.json").write_text(json.dumps(record))
+
+
+def fsdp_checks(train_model, optimizer, out: Path, rank: int) -> dict:
+    """The sharded parts an FSDP run relies on: the engine push's one-at-a-time gather, and the
+    optimiser state written by every rank as DCP shards and read back into a fresh optimiser."""
+    streamed = [(name, type(t).__name__) for name, t in policy_weights(train_model)]
+    torch.save(dict(policy_weights(train_model)), out / f"streamed{rank}.pt")
+    save_sharded_optimizer(train_model, optimizer, out / "optimizer")
+    fresh = torch.optim.AdamW(train_model.parameters(), lr=1.0, weight_decay=0.5)
+    load_sharded_optimizer(train_model, fresh, out / "optimizer")
+    diff, compared = 0.0, 0
+    for param in train_model.parameters():
+        for key, value in optimizer.state[param].items():
+            loaded = fresh.state[param][key]
+            local = value.to_local() if hasattr(value, "to_local") else value
+            back = loaded.to_local() if hasattr(loaded, "to_local") else loaded
+            diff = max(diff, float((local.float() - back.float()).abs().max()))
+            compared += local.numel()
+    return {
+        "streamed_types": sorted({kind for _, kind in streamed}),
+        "streamed_names": [name for name, _ in streamed],
+        "optimizer_reload_diff": diff,
+        "optimizer_values_compared": compared,
+        "optimizer_local_numel": sum(
+            (v.to_local() if hasattr(v, "to_local") else v).numel()
+            for st in optimizer.state.values()
+            for v in st.values()
+        ),
+        "lr_after_reload": [g["lr"] for g in fresh.param_groups],
+    }
 
 
 if __name__ == "__main__":

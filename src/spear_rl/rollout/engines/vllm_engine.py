@@ -12,7 +12,8 @@ which the `hf` engine does not). They are behaviour log-probs only: the trainer 
 old log-probs with the training model and uses these for the optional TIS correction.
 
 Weight pushes use vLLM's in-place reload (`collective_rpc("reload_weights", ...)`, which works
-on the CPU backend, unlike `model.load_weights`), then reset the prefix cache. A push is checked
+on the CPU backend, unlike `model.load_weights`), then reset the prefix cache. A push is streamed:
+each tensor goes to vLLM's loader as the iterator yields it (FSDP gathers one at a time). A push is checked
 twice: every checkpoint-format name of the policy must be in it, and vLLM must not report a layer
 it failed to load (its reload only logs that, and a tied LM head left out is ~8 nats off).
 `sync.check_engine_sync` then compares log-probs on a probe sequence.
@@ -120,7 +121,7 @@ class VLLMEngine:
             self.llm = vllm.LLM(**kwargs)
             # A first push of the same weights records what vLLM reports for every push (layers
             # with nothing to load, e.g. rotary tables); later pushes may report nothing else.
-            self._benign_reports = frozenset(self._reload(state))
+            self._benign_reports = frozenset(self._reload(state.items()))
         except Exception:
             shutil.rmtree(self.folder, ignore_errors=True)
             raise
@@ -176,35 +177,64 @@ class VLLMEngine:
 
     # ---- weights ------------------------------------------------------------------------------
     def load_weights(self, named_tensors: Iterable[tuple[str, Tensor]]) -> None:
-        state = dict(named_tensors)
-        missing = sorted(self.expected_names - set(state))
-        extra = sorted(set(state) - self.expected_names)
+        """Stream `named_tensors` into vLLM: each is handed to its loader as it comes, so an
+        iterator that gathers sharded weights one at a time (`weights.policy_weights`) never
+        holds a full second copy. A name the policy lacks is left out of the push and, like a
+        missing name, raises once vLLM has finished the reload (never half-way through it)."""
+        seen: set[str] = set()
+        extra: list[str] = []
+
+        def checked() -> Iterator[tuple[str, Tensor]]:
+            for name, tensor in named_tensors:
+                if name in self.expected_names:
+                    seen.add(name)
+                    yield name, tensor
+                else:
+                    extra.append(name)
+
+        reports = self._reload(checked())
+        missing = sorted(self.expected_names - seen)
         if missing or extra:
             raise EngineSyncError(
                 f"weight push does not match the policy: missing {missing[:5]}, "
-                f"unexpected {extra[:5]} ({len(missing)} / {len(extra)} names)"
+                f"unexpected {sorted(extra)[:5]} ({len(missing)} / {len(extra)} names)"
             )
-        self._push(state)
+        self._check_reports(reports)
 
     def _push(self, state: dict[str, Tensor]) -> None:
         """Reload `state` into vLLM in place; raise if vLLM reports anything it did not load."""
-        reports = [r for r in self._reload(state) if r not in self._benign_reports]
+        self._check_reports(self._reload(state.items()))
+
+    def _check_reports(self, reports: list[str]) -> None:
+        reports = [r for r in reports if r not in self._benign_reports]
         if reports:
             raise EngineSyncError(f"vLLM did not load every pushed weight: {reports[0][:300]}")
 
-    def _reload(self, state: dict[str, Tensor]) -> list[str]:
-        """vLLM's in-place reload of `state`; returns the warnings it logged meanwhile."""
-        if self.head_to != self.head_from:
-            state = head_padding.pad_heads(
-                state, self.head_from, self.head_to, with_o_bias=self._o_bias
-            )
-        weights = [(name, t.detach().contiguous()) for name, t in state.items()]
+    def _reload(self, named_tensors: Iterable[tuple[str, Tensor]]) -> list[str]:
+        """vLLM's in-place reload of the tensors, consumed one by one as vLLM loads them (its
+        layerwise reload buffers a layer's tensors until the layer is complete); returns the
+        warnings it logged meanwhile."""
+        weights = (
+            (name, t.detach().contiguous()) for name, t in self._engine_layout(named_tensors)
+        )
         with _captured_warnings(_RELOAD_LOGGERS) as warnings:
             self.llm.collective_rpc(
                 "reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True}
             )
         self.llm.reset_prefix_cache()  # cached keys/values belong to the old weights
         return warnings
+
+    def _engine_layout(
+        self, named_tensors: Iterable[tuple[str, Tensor]]
+    ) -> Iterator[tuple[str, Tensor]]:
+        """The tensors as the engine's model takes them: re-headed one at a time where needed."""
+        for name, tensor in named_tensors:
+            if self.head_to == self.head_from:
+                yield name, tensor
+            else:
+                yield from head_padding.pad_heads(
+                    {name: tensor}, self.head_from, self.head_to, with_o_bias=self._o_bias
+                ).items()
 
     # ---- memory ---------------------------------------------------------------------------------
     def sleep(self) -> None:

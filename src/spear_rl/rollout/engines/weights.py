@@ -6,9 +6,15 @@ merging into the training weights and unmerging after the push would leave `W + 
 floating point is not `W`, so every sync would nudge the trained base weights.
 A tied LM head appears under both names (`model.embed_tokens.weight` and `lm_head.weight`): an
 engine that unties it on load (vLLM's CPU backend repacks it) needs both.
+
+`policy_weights` yields the same entries one at a time, for a push that must not hold a second
+full copy: a parameter sharded by FSDP2 (a DTensor) is gathered only when its turn comes and is
+dropped once the engine has taken it, so a push needs one full tensor beyond the shards.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
@@ -36,6 +42,33 @@ def policy_state_dict(model: torch.nn.Module) -> dict[str, Tensor]:
     if missing:
         raise RuntimeError(f"LoRA layers with no base weight to merge into: {sorted(missing)}")
     return merged
+
+
+@torch.no_grad()
+def policy_weights(model: torch.nn.Module) -> Iterator[tuple[str, Tensor]]:
+    """`policy_state_dict`'s entries one at a time, each sharded one gathered in its turn.
+
+    Under FSDP2 every rank must consume the whole iterator in step with the others: each gather
+    (`DTensor.full_tensor`) is a collective, and the names come in the same order on every rank.
+    """
+    state = model.state_dict()  # FSDP2: the sharded DTensors themselves, nothing gathered yet
+    if not any(_is_dtensor(t) for t in state.values()):
+        yield from policy_state_dict(model).items()
+        return
+    if is_lora(model):
+        raise NotImplementedError(
+            "pushing a LoRA policy sharded by FSDP into an engine is not supported: "
+            "use train.parallel=ddp or rollout.engine=hf"
+        )
+    for name in list(state):
+        tensor = state.pop(name).detach()  # a shard: the model owns it, nothing is copied
+        yield name, tensor.full_tensor() if _is_dtensor(tensor) else tensor
+
+
+def _is_dtensor(tensor: Tensor) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(tensor, DTensor)
 
 
 def _lora_deltas(base: torch.nn.Module) -> dict[str, Tensor]:
