@@ -21,6 +21,7 @@ from spear_rl.algos.replay import ReplayBuffer, ReplayConfig
 from spear_rl.models.config import ModelConfig
 from spear_rl.models.tiny import build_tiny_model
 from spear_rl.models.tokenizer import build_tiny_tokenizer
+from spear_rl.rollout.engines.sync import compute_dtype
 from spear_rl.rollout.engines.weights import policy_weights
 from spear_rl.rollout.sample import Sample
 from spear_rl.train.dist_state import load_sharded_optimizer, save_sharded_optimizer
@@ -167,6 +168,7 @@ def run(out: Path, case: str, parallel: str = "ddp") -> None:
 def fsdp_checks(train_model, optimizer, out: Path, rank: int) -> dict:
     """The sharded parts an FSDP run relies on: the engine push's one-at-a-time gather, and the
     optimiser state written by every rank as DCP shards and read back into a fresh optimiser."""
+    assert compute_dtype(train_model) == torch.float32  # no mixed precision on the CPU
     streamed = [(name, type(t).__name__) for name, t in policy_weights(train_model)]
     torch.save(dict(policy_weights(train_model)), out / f"streamed{rank}.pt")
     save_sharded_optimizer(train_model, optimizer, out / "optimizer")

@@ -56,6 +56,18 @@ def _root_gathered(model: torch.nn.Module) -> Iterator[None]:
         model.reshard()
 
 
+def compute_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The dtype the model computes in: its parameters' own, or under FSDP2 with a mixed-precision
+    policy (bf16 on CUDA, parallel.wrap_model) the dtype its gathered weights are cast to."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if isinstance(model, FSDPModule):
+        policy = getattr(model._get_fsdp_state(), "_mp_policy", None)  # torch keeps it private
+        if policy is not None and policy.param_dtype is not None:
+            return policy.param_dtype
+    return next(model.parameters()).dtype
+
+
 def check_engine_sync(
     engine: GenerationEngine, model: torch.nn.Module, probe: Sequence[int]
 ) -> float:
@@ -63,7 +75,7 @@ def check_engine_sync(
     if len(probe) < 2:
         raise ValueError("the sync probe needs at least two tokens")
     gap = probe_gap(engine, model, probe)
-    limit = SYNC_TOLERANCE.get(next(model.parameters()).dtype, 0.1)
+    limit = SYNC_TOLERANCE.get(compute_dtype(model), 0.1)
     if not gap <= limit:
         raise EngineSyncError(
             f"the {engine.name} engine disagrees with the training model after a weight sync: "
