@@ -194,8 +194,8 @@ def cmd_train(args: argparse.Namespace, overrides: dict, load_config) -> int:
         return 0
     curves = plot_runs([result.run_dir], result.run_dir / "curves.png")
     print(
-        f"\nheld-out success: {result.success_before:.3f} before RL -> {result.success_after:.3f} after "
-        f"{result.steps} steps ({result.wall_seconds / 60:.1f} min)\n"
+        f"\n{result.change_line()}\n"
+        f"wall time: {result.wall_seconds / 60:.1f} min\n"
         f"run folder: {result.run_dir}\n  curves: {curves}\n"
         f"  checkpoint: {result.run_dir / 'checkpoints'}\n  metrics: {result.run_dir / 'metrics.jsonl'}"
     )

@@ -43,6 +43,13 @@ def run_frozen(cfg: Config, echo=print) -> TrainResult:
         success.append(metrics["eval/success_rate"])
         echo(f"  step {step}: held-out success {success[-1]:.3f}")
     logger.close()
-    result = TrainResult(run_dir, success[0], success[-1], time.time() - t_start, cfg.train.steps)
+    result = TrainResult(
+        run_dir,
+        success[0],
+        success[-1],
+        time.time() - t_start,
+        cfg.train.steps,
+        cfg.train.eval_episodes,
+    )
     write_result(result)
     return result

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 import time
 from collections.abc import Callable
@@ -53,6 +54,28 @@ class TrainResult:
     success_after: float
     wall_seconds: float
     steps: int
+    eval_episodes: int  # held-out episodes behind each success rate
+
+    def change_line(self) -> str:
+        """Held-out success before and after RL, each with its binomial std, and whether the
+        change is beyond the evaluation noise (2 std of the difference of the two estimates)."""
+        n = max(1, self.eval_episodes)
+        std_before = math.sqrt(self.success_before * (1 - self.success_before) / n)
+        std_after = math.sqrt(self.success_after * (1 - self.success_after) / n)
+        change = self.success_after - self.success_before
+        noise = math.sqrt(std_before**2 + std_after**2)
+        if noise == 0:
+            verdict = "no change" if change == 0 else "beyond the evaluation noise"
+        else:
+            ratio = abs(change) / noise
+            where = "beyond" if ratio >= 2 else "within"
+            verdict = f"{ratio:.1f} std of the evaluation noise: {where} it"
+        return (
+            f"held-out success: {self.success_before:.3f} ± {std_before:.3f} at the warm start "
+            f"(frozen, before RL) -> {self.success_after:.3f} ± {std_after:.3f} after "
+            f"{self.steps} steps ({self.eval_episodes} episodes each; change {change:+.3f}, "
+            f"{verdict})"
+        )
 
 
 def write_result(result: TrainResult) -> None:

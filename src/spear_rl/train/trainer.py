@@ -284,7 +284,12 @@ def run(start: RunStart, stop: StopRequest, echo, envs: EnvPool) -> TrainResult:
     barrier()  # rank 0's last metrics line is written
     success_after = last_eval_success(run_dir)
     result = TrainResult(
-        run_dir, success_before, success_after, time.time() - t_start, cfg.train.steps
+        run_dir,
+        success_before,
+        success_after,
+        time.time() - t_start,
+        cfg.train.steps,
+        cfg.train.eval_episodes,
     )
     if ctx.is_main:
         write_result(result)
