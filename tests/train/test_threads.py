@@ -89,8 +89,8 @@ def test_busy_warning_names_the_load_and_what_waiting_threads_do(monkeypatch):
     monkeypatch.setattr(os, "getloadavg", lambda: (1.2, 0.5, 0.5))
     monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
     note = busy_warning(2, 2)
-    assert note.startswith("note: the CPU is busy (1-minute load 1.2 on 2 cores)")
-    assert "\n" not in note and "idle threads sleep" in note
+    assert note.startswith("note: the CPU is already busy (1-minute load 1.2 on 2 cores)")
+    assert "\n" not in note and "threads sleep when idle" in note
     monkeypatch.delenv("OMP_WAIT_POLICY")
     monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
     assert "set OMP_WAIT_POLICY=PASSIVE" in busy_warning(2, 2)
@@ -121,6 +121,6 @@ def test_set_threads_sets_torch_and_warns_once_on_a_busy_cpu(
     err = capsys.readouterr().err
     assert (
         err.count("\n") == 1
-        and err.startswith("note: the CPU is busy")
+        and err.startswith("note: the CPU is already busy")
         and "3 torch threads" in err
     )

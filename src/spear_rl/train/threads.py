@@ -80,15 +80,18 @@ def busy_warning(threads: int, cores: int) -> str | None:
     if load < max(1.0, cores / 2):
         return None
     if threads == 1:
-        waits = "one torch thread, so nothing waits for a descheduled thread"
+        how = "it uses one torch thread"
     elif openmp_waits_passively():
-        waits = "idle threads sleep (OMP_WAIT_POLICY=PASSIVE), so it slows down rather than stalls"
+        how = (
+            f"its {threads} torch threads sleep when idle (OMP_WAIT_POLICY=PASSIVE), so it slows "
+            "down rather than stalls"
+        )
     else:
-        waits = (
-            "idle OpenMP threads spin, which stalls threads on busy cores: set "
+        how = (
+            f"its {threads} torch threads spin when idle and stall on busy cores: set "
             "OMP_WAIT_POLICY=PASSIVE before Python starts, or train.threads=1"
         )
     return (
-        f"note: the CPU is busy (1-minute load {load:.1f} on {cores} cores) before this run; "
-        f"training shares it and runs slower; {threads} torch threads: {waits}"
+        f"note: the CPU is already busy (1-minute load {load:.1f} on {cores} cores): this run "
+        f"shares it and will be slower; {how}"
     )
