@@ -1,36 +1,42 @@
-"""spear-rl's GRPO against TRL's `GRPOTrainer` on the same work: time per step and reward curves.
+"""spear-rl's GRPO step against TRL's `GRPOTrainer` on the same work, timed in interleaved pairs.
 
-Both sides get the same tiny model weights and tokenizer (built once, saved to a folder, loaded from
-there by each side), the same single-turn task ("add two small numbers, answer in
-<action>N</action>", reward 1 if right, else 0), the same prompts token for token, in the same
+Both sides get the same tiny model weights and tokenizer (built once per prompt layout, saved to a
+folder, loaded from there by each side), the same single-turn task ("add two small numbers, answer
+in <action>N</action>", reward 1 if right, else 0), the same prompts token for token, in the same
 order, and the same batch (prompts per step), group size, max completion length, temperature 1.0,
 learning rate (constant), one AdamW step per batch, grad-norm clip 1.0, KL coefficient 0, PPO clip
-0.2 and token-mean loss aggregation (TRL's `loss_type="dapo"`), and the same torch thread count.
-Each side runs in its own fresh Python process, one after the other, so neither inherits the
-other's warm caches, threads or memory.
+0.2, token-mean loss aggregation (TRL's `loss_type="dapo"`), torch thread count and gradient
+checkpointing setting (off by default; `--gradient-checkpointing` turns it on for both).
 
-What cannot be made equal, by design of the two libraries, is listed in `docs/benchmarks.md`;
-the main ones: TRL samples with HF `generate`, spear-rl with its own KV-cache loop; TRL runs through
-`transformers.Trainer` (accelerate, callbacks, its logging), spear-rl through its own loop; the two
-samplers draw different random streams, so the completions (and rewards) differ from step 1 on.
+Fair timing on a shared machine: every measurement is a fresh process that trains `--steps` steps
+from the shared weights (so every measurement does the same work and neither side inherits the
+other's warm caches, thread pool or memory; imports and model loading are not timed), and it is
+scored by the median of its steps after the first. The two sides run in pairs, one right after
+the other, the side that goes first alternating pair by pair (see
+`spear_rl.experiments.interleaved`), and the layouts alternate inside each pair round, so load
+drift hits both sides alike. Each pair gives one ratio TRL / spear-rl; the table shows the median
+ratio and its min-max range over `--pairs` pairs, per prompt layout:
+- `inline`: no system prompt, the numbers come first: no prefix shared across the batch. The
+  only sharing left is GRPO's own: a group's completions continue one prompt.
+- `system`: the instruction is a system prompt every prompt starts with (the usual agent layout).
 
+What cannot be made equal, by design of the two libraries, is listed in `docs/benchmarks.md`.
 TRL is an optional benchmark dependency, not a spear-rl one:
 
-    pip install --no-deps trl==1.16.0   # --no-deps keeps the installed torch; its other
-                                        # dependencies (accelerate, datasets, ...) come with spear-rl's
+    pip install --no-deps trl==1.16.0   # --no-deps keeps the installed torch
 
-Run (under a minute on a 2-core CPU with the defaults; --threads above the number of idle cores
-makes torch's thread pool spin and everything 10-30x slower, on both sides):
+Run (about 5 minutes on an idle 2-core CPU with the defaults; --threads above the number of idle
+cores makes torch's thread pool spin and everything 10-30x slower, on both sides):
 
-    python benchmarks/vs_trl.py --steps 20 --prompts 8 --group-size 8 --threads 1
+    python benchmarks/vs_trl.py
 
-Writes benchmarks/results/vs_trl.json and benchmarks/results/vs_trl.png and prints a table.
+Writes benchmarks/results/vs_trl.json (summary, every pair and step) and vs_trl.png, and prints a
+table.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -44,13 +50,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from spear_rl.experiments.interleaved import format_spread, pair_orders, pair_ratios, spread
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 ENV_NAME = "bench_sum"
 INSTRUCTION = "You add numbers. Reply with only the sum, as <action>N</action>."
-# system: the instruction is a system prompt every prompt starts with (the usual agent layout; the
-# spear-rl update computes such a shared prefix once per batch). inline: no system prompt, the
-# numbers come first, so no prefix is shared and both sides do the same per-row work.
-PROMPT_LAYOUTS = ("system", "inline")
+PROMPT_LAYOUTS = ("inline", "system")
+SIDES = ("trl", "spear")
 TRL_VERSION = "1.16.0"
 TRL_MISSING = (
     f"TRL is not installed. It is an optional benchmark dependency: "
@@ -260,7 +266,10 @@ def spear_config(args: argparse.Namespace, model_dir: str, output_dir: str):
     preset = read_recipe(RECIPES_DIR / "_presets" / "grpo.yaml")
     completions = args.prompts * args.group_size
     run = {
-        "model": {"name_or_path": model_dir},
+        "model": {
+            "name_or_path": model_dir,
+            "gradient_checkpointing": args.gradient_checkpointing,
+        },
         "env": {"name": ENV_NAME, "kwargs": env_kwargs(args)},
         "rollout": {
             "group_size": args.group_size,
@@ -306,29 +315,25 @@ def run_spear_side(args: argparse.Namespace, model_dir: Path, work_dir: Path) ->
     from spear_rl.train.trainer import train
 
     cfg = spear_config(args, str(model_dir), str(work_dir / "spear_runs"))
+    if args.no_prefix_sharing:  # the ablation: every row's prompt computed, as TRL does
+        import spear_rl.models.forward as forward
+
+        forward.MIN_SHARED_PREFIX = 10**9
     load_before = os.getloadavg()
-    started = time.perf_counter()
     result = train(cfg, echo=lambda *_: None)
-    wall = time.perf_counter() - started
     records = [r for r in read_metrics(result.run_dir) if r["step"] >= 1]
-    step0 = next(r for r in read_metrics(result.run_dir) if r["step"] == 0)
-    core, loop, previous_time = [], [], step0["time"]
-    for r in records:
-        eval_seconds = float(r.get("eval/seconds", 0.0))  # only the last step evaluates
-        core.append(float(r["time/step"]) - eval_seconds)
-        loop.append(float(r["time"]) - previous_time - eval_seconds)
-        previous_time = float(r["time"])
     return {
-        "step_seconds": core,
-        "loop_seconds": loop,
+        # the trainer evaluates after the last step; that is no part of a training step
+        "step_seconds": [
+            float(r["time/step"]) - float(r.get("eval/seconds", 0.0)) for r in records
+        ],
         "generate_seconds": [float(r["time/generate"]) for r in records],
         "update_seconds": [float(r["time/update"]) for r in records],
         "reward": [float(r["reward/mean"]) for r in records],
         "completion_tokens_mean": [float(r["rollout/response_len_mean"]) for r in records],
-        "run_wall_seconds": wall,
+        "gradient_checkpointing": cfg.model.gradient_checkpointing,
         "torch_threads": torch.get_num_threads(),
         "loadavg_before": load_before,
-        "loadavg_after": os.getloadavg(),
     }
 
 
@@ -338,7 +343,6 @@ def run_trl_side(args: argparse.Namespace, model_dir: Path, work_dir: Path) -> d
 
     torch.set_num_threads(args.threads)
     try:
-        import trl
         from trl import GRPOConfig, GRPOTrainer
     except ImportError:
         raise SystemExit(TRL_MISSING) from None
@@ -369,21 +373,14 @@ def run_trl_side(args: argparse.Namespace, model_dir: Path, work_dir: Path) -> d
 
         def __init__(self) -> None:
             self.core: list[float] = []
-            self.loop: list[float] = []
             self.logs: list[dict[str, float]] = []
-            self._begin = self._previous_end = 0.0
-
-        def on_train_begin(self, *_: Any, **__: Any) -> None:
-            self._previous_end = time.perf_counter()
+            self._begin = 0.0
 
         def on_step_begin(self, *_: Any, **__: Any) -> None:
             self._begin = time.perf_counter()
 
         def on_step_end(self, *_: Any, **__: Any) -> None:
-            now = time.perf_counter()
-            self.core.append(now - self._begin)
-            self.loop.append(now - self._previous_end)
-            self._previous_end = now
+            self.core.append(time.perf_counter() - self._begin)
 
         def on_log(self, _args, _state, _control, logs=None, **__: Any) -> None:
             if logs and "reward" in logs:
@@ -418,7 +415,7 @@ def run_trl_side(args: argparse.Namespace, model_dir: Path, work_dir: Path) -> d
         use_cpu=args.device == "cpu",
         bf16=False,  # TRL defaults to bf16; spear-rl trains in fp32 (faster on CPU)
         fp16=False,
-        gradient_checkpointing=False,  # TRL defaults to on; spear-rl's model.gradient_checkpointing is off
+        gradient_checkpointing=args.gradient_checkpointing,  # TRL's default is on
         dataloader_num_workers=0,
     )
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
@@ -439,31 +436,22 @@ def run_trl_side(args: argparse.Namespace, model_dir: Path, work_dir: Path) -> d
         "generate": timed(trainer, "_generate"),
         "rollout": timed(trainer, "_generate_and_score_completions"),
     }
-    if getattr(trainer.args, "gradient_checkpointing", False):
-        raise SystemExit(
-            "TRL kept gradient checkpointing on; the comparison would not be like for like"
-        )
+    checkpointing = bool(trainer.model.is_gradient_checkpointing)
+    if checkpointing != args.gradient_checkpointing:
+        raise SystemExit(f"TRL's gradient checkpointing is {checkpointing}, not as asked")
     load_before = os.getloadavg()
-    started = time.perf_counter()
     trainer.train()
-    wall = time.perf_counter() - started
     # TRL's update = the step minus generating and scoring (its forward/backward and AdamW)
     update = [c - r for c, r in zip(timer.core, phases["rollout"], strict=True)]
     return {
         "step_seconds": timer.core,
-        "loop_seconds": timer.loop,
         "generate_seconds": phases["generate"],
         "update_seconds": update,
-        "trl_reported_step_time": [float(x.get("step_time", float("nan"))) for x in timer.logs],
         "reward": [float(x["reward"]) for x in timer.logs],
-        "completion_tokens_mean": [
-            float(x.get("completions/mean_length", float("nan"))) for x in timer.logs
-        ],
-        "run_wall_seconds": wall,
+        "completion_tokens_mean": [float(x["completions/mean_length"]) for x in timer.logs],
+        "gradient_checkpointing": checkpointing,
         "torch_threads": torch.get_num_threads(),
         "loadavg_before": load_before,
-        "loadavg_after": os.getloadavg(),
-        "trl_version": trl.__version__,
     }
 
 
@@ -483,11 +471,11 @@ def timed(obj: Any, method: str) -> list[float]:
     return seconds
 
 
-# ---- orchestration -----------------------------------------------------------------------------------
-def run_side_in_subprocess(
-    side: str, args: argparse.Namespace, model_dir: Path, work_dir: Path
-) -> dict:
+# ---- one measurement: a fresh process trains `--steps` steps on one side -------------------------------
+def measure(side: str, args: argparse.Namespace, model_dir: Path, work_dir: Path) -> dict:
+    """Run one side in a fresh process; its per-step times and the median after the warm-up."""
     out = work_dir / f"{side}.json"
+    out.unlink(missing_ok=True)
     command = [
         sys.executable,
         __file__,
@@ -499,75 +487,73 @@ def run_side_in_subprocess(
         str(work_dir),
         *forwarded_flags(args),
     ]
-    print(f"running the {side} side ...", flush=True)
-    subprocess.run(command, check=True)
-    return json.loads(out.read_text())
+    child = subprocess.run(command, capture_output=True, text=True)
+    if child.returncode != 0:  # its warnings are noise; on failure, its last words
+        raise SystemExit(f"the {side} side failed:\n{child.stderr[-3000:]}")
+    data = json.loads(out.read_text())
+    if not len(data["step_seconds"]) == len(data["reward"]) == args.steps:
+        raise SystemExit(f"{side} recorded {len(data['step_seconds'])} steps, not {args.steps}")
+    timed = slice(args.skip_first, None)
+    data["median_step_seconds"] = statistics.median(data["step_seconds"][timed])
+    for phase in ("generate", "update"):
+        data[f"median_{phase}_seconds"] = statistics.median(data[f"{phase}_seconds"][timed])
+    return data
 
 
 def forwarded_flags(args: argparse.Namespace) -> list[str]:
     flags = []
     for name in SHARED_FLAGS:
-        flags += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+        value = getattr(args, name)
+        if isinstance(value, bool):
+            flags += [f"--{name.replace('_', '-')}"] if value else []
+        else:
+            flags += [f"--{name.replace('_', '-')}", str(value)]
     return flags
 
 
-def summarise(sides: dict[str, dict], skip_first: int) -> dict[str, Any]:
-    from spear_rl.experiments.tables import mean_std
-
-    summary: dict[str, Any] = {}
-    for side, data in sides.items():
-        steps = data["step_seconds"][skip_first:]
-        m, s = mean_std(steps)
-        loop_m, loop_s = mean_std(data["loop_seconds"][skip_first:])
-        tail = data["reward"][-3:]
-        summary[side] = {
-            "step_seconds_mean": m,
-            "step_seconds_std": s,
-            "step_seconds_median": statistics.median(steps) if steps else float("nan"),
-            "generate_seconds_mean": mean_std(data["generate_seconds"][skip_first:])[0],
-            "update_seconds_mean": mean_std(data["update_seconds"][skip_first:])[0],
-            "loop_seconds_mean": loop_m,
-            "loop_seconds_std": loop_s,
-            "final_reward": data["reward"][-1] if data["reward"] else float("nan"),
-            "final_reward_mean_last3": statistics.fmean(tail) if tail else float("nan"),
-            "mean_completion_tokens": statistics.fmean(data["completion_tokens_mean"]),
-            "run_wall_seconds": data["run_wall_seconds"],
-        }
-    trl_s, spear_s = summary["trl"], summary["spear"]
-    summary["ratio_trl_over_spear"] = trl_s["step_seconds_mean"] / spear_s["step_seconds_mean"]
-    summary["ratio_trl_over_spear_median"] = (
-        trl_s["step_seconds_median"] / spear_s["step_seconds_median"]
+def layout_summary(pairs: list[dict]) -> dict[str, Any]:
+    """Median and min-max over the pairs: the ratio, each side's s/step and its phases."""
+    ratios = pair_ratios(
+        [p["trl"]["median_step_seconds"] for p in pairs],
+        [p["spear"]["median_step_seconds"] for p in pairs],
     )
-    summary["ratio_trl_over_spear_loop"] = trl_s["loop_seconds_mean"] / spear_s["loop_seconds_mean"]
-    summary["spear_at_least_as_fast"] = summary["ratio_trl_over_spear"] >= 1.0
+    summary: dict[str, Any] = {"ratio_trl_over_spear": spread(ratios)}
+    for side in SIDES:
+        summary[side] = {
+            key: spread([p[side][f"median_{key}"] for p in pairs])
+            for key in ("step_seconds", "generate_seconds", "update_seconds")
+        }
+        summary[side]["completion_tokens_mean"] = statistics.fmean(
+            t for p in pairs for t in p[side]["completion_tokens_mean"]
+        )
     return summary
 
 
-def print_table(summary: dict[str, Any], skip_first: int) -> None:
-    note = f" (steps {skip_first + 1}..N)" if skip_first else ""
-    print()
+def print_table(summaries: dict[str, dict], pairs: int) -> None:
     print(
-        f"{'side':<8} {'s/step mean ± std' + note:<34} {'median':>8} {'sampling':>9} "
-        f"{'update':>7} {'loop s/step':>12} {'tokens/compl':>13} {'final reward':>13} "
-        f"{'last-3 reward':>14}"
+        f"\nmedian over {pairs} interleaved pairs (min-max); each pair: median s/step of steps "
+        "after the first"
     )
-    for side in ("trl", "spear"):
-        s = summary[side]
-        spread = f"{s['step_seconds_mean']:.3f} ± {s['step_seconds_std']:.3f}"
+    head = (
+        f"{'layout':<8} {'TRL / spear-rl':<20} {'TRL s/step':<22} {'spear-rl s/step':<22} "
+        f"{'TRL gen | update':<18} {'spear gen | update':<18}"
+    )
+    print(head)
+    for layout, s in summaries.items():
+        phases = {
+            side: f"{s[side]['generate_seconds']['median']:.3f} | "
+            f"{s[side]['update_seconds']['median']:.3f}"
+            for side in SIDES
+        }
         print(
-            f"{side:<8} {spread:<34} {s['step_seconds_median']:>8.3f} "
-            f"{s['generate_seconds_mean']:>9.3f} {s['update_seconds_mean']:>7.3f} "
-            f"{s['loop_seconds_mean']:>12.3f} {s['mean_completion_tokens']:>13.1f} "
-            f"{s['final_reward']:>13.3f} {s['final_reward_mean_last3']:>14.3f}"
+            f"{layout:<8} {format_spread(s['ratio_trl_over_spear'], unit='x'):<20} "
+            f"{format_spread(s['trl']['step_seconds'], 3):<22} "
+            f"{format_spread(s['spear']['step_seconds'], 3):<22} "
+            f"{phases['trl']:<18} {phases['spear']:<18}"
         )
-    print(
-        f"\nratio TRL / spear-rl time per step: {summary['ratio_trl_over_spear']:.2f}x "
-        f"(median {summary['ratio_trl_over_spear_median']:.2f}x, with logging/data loading "
-        f"{summary['ratio_trl_over_spear_loop']:.2f}x)"
-    )
 
 
-def plot(sides: dict[str, dict], path: Path, title: str) -> None:
+def plot(results: dict[str, list[dict]], summaries: dict[str, dict], path: Path, title: str):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -575,24 +561,18 @@ def plot(sides: dict[str, dict], path: Path, title: str) -> None:
     from matplotlib.ticker import MaxNLocator
 
     labels = {"trl": "TRL GRPOTrainer", "spear": "spear-rl GRPO"}
-    fig, (ax_reward, ax_time) = plt.subplots(1, 2, figsize=(11, 4))
-    for side, data in sides.items():
-        steps = range(1, len(data["reward"]) + 1)
-        ax_reward.plot(steps, data["reward"], marker="o", label=labels[side])
-        ax_time.plot(
-            range(1, len(data["step_seconds"]) + 1),
-            data["step_seconds"],
-            marker="o",
-            label=labels[side],
-        )
-    ax_reward.set(xlabel="step", ylabel="mean reward (batch)", title="reward per step", ylim=(0, 1))
-    ax_time.set(xlabel="step", ylabel="seconds", title="wall time per optimiser step")
-    ax_time.set_ylim(bottom=0)
-    for ax in (ax_reward, ax_time):
+    fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4), squeeze=False)
+    for ax, (layout, pairs) in zip(axes[0], results.items(), strict=True):
+        x = range(1, len(pairs) + 1)
+        for side in SIDES:
+            ax.plot(x, [p[side]["median_step_seconds"] for p in pairs], "o-", label=labels[side])
+        ratio = format_spread(summaries[layout]["ratio_trl_over_spear"], unit="x")
+        ax.set(xlabel="pair", ylabel="s / step (median of the run)", title=f"{layout}: {ratio}")
+        ax.set_ylim(bottom=0)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -612,13 +592,19 @@ SHARED_FLAGS = (
     "layers",
     "hidden",
     "heads",
-    "warm_start_episodes",
+    "gradient_checkpointing",
+    "no_prefix_sharing",
 )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=20, help="optimiser steps on each side")
+    p.add_argument("--pairs", type=int, default=7, help="interleaved TRL/spear-rl pairs per layout")
+    p.add_argument("--layouts", default="inline,system", help="prompt layouts, comma-separated")
+    p.add_argument("--steps", type=int, default=5, help="optimiser steps in each measurement")
+    p.add_argument(
+        "--skip-first", type=int, default=1, help="warm-up steps of a measurement left untimed"
+    )
     p.add_argument("--prompts", type=int, default=8, help="prompts (task instances) per step")
     p.add_argument("--group-size", type=int, default=8, help="completions per prompt (GRPO group)")
     p.add_argument("--max-completion-tokens", type=int, default=16)
@@ -632,41 +618,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--device", default="cpu", help="cpu or cuda (both sides)")
     p.add_argument("--max-operand", type=int, default=2, help="operands are drawn from 0..N")
-    p.add_argument(
-        "--prompt-layout",
-        choices=PROMPT_LAYOUTS,
-        default="system",
-        help="system: a shared system prompt; inline: no shared prompt prefix (see PROMPT_LAYOUTS)",
-    )
     p.add_argument("--layers", type=int, default=2, help="tiny model layers")
     p.add_argument("--hidden", type=int, default=128, help="tiny model width")
     p.add_argument("--heads", type=int, default=4)
+    p.add_argument(
+        "--gradient-checkpointing", action="store_true", help="on for both sides (default: off)"
+    )
+    p.add_argument(
+        "--no-prefix-sharing",
+        action="store_true",
+        help="spear-rl computes every row's prompt (no shared prefix, no group prompt computed "
+        "once): the same arithmetic as TRL, to see what the sharing is worth",
+    )
     p.add_argument(
         "--warm-start-episodes",
         type=int,
         default=2048,
         help="format-only SFT pairs before saving the shared weights (0 = none)",
     )
-    p.add_argument(
-        "--skip-first",
-        type=int,
-        default=1,
-        help="warm-up steps left out of the timing statistics (still plotted)",
-    )
-    p.add_argument("--order", default="trl,spear", help="which side runs first")
-    p.add_argument(
-        "--out", type=Path, help="JSON path (PNG beside it); default results/vs_trl[.inline].json"
-    )
-    # internal: run one side in this process
-    p.add_argument("--side", choices=("trl", "spear"), help=argparse.SUPPRESS)
+    p.add_argument("--out", type=Path, default=RESULTS_DIR / "vs_trl.json", help="PNG beside it")
+    # internal: a child process runs one side of one measurement
+    p.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)
+    p.add_argument("--prompt-layout", choices=PROMPT_LAYOUTS, help=argparse.SUPPRESS)
     p.add_argument("--model-dir", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--work-dir", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.out is None:
-        suffix = "" if args.prompt_layout == "system" else f".{args.prompt_layout}"
-        args.out = RESULTS_DIR / f"vs_trl{suffix}.json"
+    args.layout_list = [s.strip() for s in args.layouts.split(",")]
+    if not args.layout_list or not set(args.layout_list) <= set(PROMPT_LAYOUTS):
+        p.error(f"--layouts takes some of {', '.join(PROMPT_LAYOUTS)}")
     if args.steps <= args.skip_first:
         p.error("--steps must exceed --skip-first")
+    if args.pairs < 1:
+        p.error("--pairs must be at least 1")
     return args
 
 
@@ -686,37 +669,67 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     import transformers
 
-    order = [s.strip() for s in args.order.split(",")]
-    if sorted(order) != ["spear", "trl"]:
-        raise SystemExit("--order must name both sides, e.g. trl,spear")
+    started, load_start = time.perf_counter(), os.getloadavg()
+    layouts = {
+        name: argparse.Namespace(**{**vars(args), "prompt_layout": name})
+        for name in args.layout_list
+    }
+    models, prompts = {}, {}
+    results: dict[str, list[dict]] = {name: [] for name in layouts}
     with tempfile.TemporaryDirectory(prefix="spear_vs_trl_") as tmp:
-        work_dir = Path(tmp)
-        model_dir = work_dir / "shared_model"
-        print("building the shared tiny model ...", flush=True)
-        model_info = build_shared_model(args, model_dir)
-        prompts = check_same_prompts(args, model_dir)
-        print(
-            f"model: {model_info['parameters']:,} parameters, vocab {model_info['vocab']}; "
-            f"{prompts['checked_identical']} prompts render to identical ids on both sides "
-            f"({prompts['prompt_tokens_mean']:.0f} tokens on average, the first "
-            f"{prompts['shared_prefix_tokens_per_step_min']} shared by all prompts of a step)",
-            flush=True,
-        )
-        sides = {side: run_side_in_subprocess(side, args, model_dir, work_dir) for side in order}
-    for side, data in sides.items():  # both must have done exactly the asked optimiser steps
-        if not len(data["step_seconds"]) == len(data["reward"]) == args.steps:
-            raise SystemExit(f"{side} recorded {len(data['step_seconds'])} steps, not {args.steps}")
-
-    summary = summarise(sides, args.skip_first)
-    print_table(summary, args.skip_first)
-    settings = {name: getattr(args, name) for name in (*SHARED_FLAGS, "skip_first", "order")}
+        for name, layout_args in layouts.items():
+            model_dir = Path(tmp) / name / "shared_model"
+            print(f"{name}: building the shared tiny model ...", flush=True)
+            models[name] = build_shared_model(layout_args, model_dir)
+            prompts[name] = check_same_prompts(layout_args, model_dir)
+            print(
+                f"{name}: {models[name]['parameters']:,} parameters, vocab {models[name]['vocab']}"
+                f"; {prompts[name]['checked_identical']} prompts render to identical ids on both "
+                f"sides ({prompts[name]['prompt_tokens_mean']:.0f} tokens on average, the first "
+                f"{prompts[name]['shared_prefix_tokens_per_step_min']} shared by all prompts of "
+                "a step)",
+                flush=True,
+            )
+        for pair in range(args.pairs):
+            for offset, (name, layout_args) in enumerate(layouts.items()):
+                order = pair_orders(args.pairs, SIDES, offset)[pair]
+                record: dict[str, Any] = {"pair": pair + 1, "order": list(order)}
+                for side in order:
+                    work_dir = Path(tmp) / name / f"pair{pair + 1}"
+                    work_dir.mkdir(exist_ok=True)
+                    record[side] = measure(
+                        side, layout_args, Path(tmp) / name / "shared_model", work_dir
+                    )
+                if (
+                    record["trl"]["gradient_checkpointing"]
+                    != record["spear"]["gradient_checkpointing"]
+                ):
+                    raise SystemExit("the two sides ran with different gradient checkpointing")
+                record["ratio_trl_over_spear"] = (
+                    record["trl"]["median_step_seconds"] / record["spear"]["median_step_seconds"]
+                )
+                results[name].append(record)
+                print(
+                    f"pair {pair + 1}/{args.pairs} {name:<6} ({order[0]} first): TRL "
+                    f"{record['trl']['median_step_seconds']:.3f} s/step, spear-rl "
+                    f"{record['spear']['median_step_seconds']:.3f}: "
+                    f"{record['ratio_trl_over_spear']:.2f}x  (load {os.getloadavg()[0]:.1f})",
+                    flush=True,
+                )
+    summaries = {name: layout_summary(pairs) for name, pairs in results.items()}
+    print_table(summaries, args.pairs)
+    settings = {
+        name: getattr(args, name)
+        for name in (*SHARED_FLAGS, "pairs", "layouts", "skip_first", "warm_start_episodes")
+        if name != "prompt_layout"
+    }
     record = {
-        "benchmark": "spear-rl GRPO vs TRL GRPOTrainer, same work",
+        "benchmark": "spear-rl GRPO vs TRL GRPOTrainer, same work, interleaved pairs",
         "command": "python benchmarks/vs_trl.py "
         + " ".join(sys.argv[1:] if argv is None else argv),
         "settings": settings,
         "completions_per_step": args.prompts * args.group_size,
-        "model": model_info,
+        "model": models,
         "prompts": prompts,
         "versions": {
             "python": platform.python_version(),
@@ -724,23 +737,28 @@ def main(argv: list[str] | None = None) -> None:
             "transformers": transformers.__version__,
             "trl": trl.__version__,
         },
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "loadavg_start": load_start,
+            "loadavg_end": os.getloadavg(),
+        },
         "spear_rl_code": code_provenance(),
+        "wall_seconds": time.perf_counter() - started,
         "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "summary": summary,
-        "per_step": sides,
+        "summary": summaries,
+        "pairs": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2, default=_jsonable))
+    args.out.write_text(json.dumps(record, indent=2))
     png = args.out.with_suffix(".png")
     title = (
-        f"{args.prompts} prompts x {args.group_size} completions, "
-        f"<= {args.max_completion_tokens} tokens, {model_info['parameters']:,}-param model, "
-        f"torch threads {args.threads}: TRL/spear-rl time per step = "
-        f"{summary['ratio_trl_over_spear']:.2f}x"
+        f"{args.prompts} prompts x {args.group_size} completions, <= {args.max_completion_tokens} "
+        f"tokens, {args.layers}x{args.hidden} model, {args.threads} thread(s);\na fresh process per "
+        f"measurement ({args.steps} steps, median of steps > {args.skip_first})"
     )
-    plot(sides, png, title)
-    print(f"\nwrote {args.out} and {png}")
+    plot(results, summaries, png, title)
+    print(f"\nwrote {args.out} and {png} ({record['wall_seconds']:.0f} s)")
 
 
 def code_provenance() -> dict[str, str]:
@@ -760,12 +778,6 @@ def code_provenance() -> dict[str, str]:
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
     return {"git_commit": commit, "sources_sha256": digest.hexdigest()[:16]}
-
-
-def _jsonable(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
-        return dataclasses.asdict(value)
-    return str(value)
 
 
 if __name__ == "__main__":
