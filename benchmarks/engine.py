@@ -67,7 +67,8 @@ def generation_grid(name, env_factory, batches, new_tokens, repeats, cells_skip)
     model, tokenizer = policy(name, env_factory)
     model.eval()
     prompt = sync_probe(tokenizer, env_factory, 1024)
-    engines = {"hf": HFEngine(model, tokenizer.pad_token_id, batch_size=max(batches))}
+    # no reuse: every row has the same prompt, and a second call would start from the first's
+    engines = {"hf": HFEngine(model, tokenizer.pad_token_id, max(batches), kv_reuse=False)}
     start = {}
     if importlib.util.find_spec("vllm") is not None:
         t0 = time.perf_counter()

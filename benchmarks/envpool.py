@@ -130,7 +130,14 @@ def time_rollout_share(
     rollout_cfg = dataclasses.replace(cfg.rollout, max_turns=turns)
     tasks = episodes // rollout_cfg.group_size
     engine = AdmissibleActionEngine(
-        HFEngine(model, tokenizer.pad_token_id, rollout_cfg.generation_batch_size), tokenizer, 0
+        HFEngine(
+            model,
+            tokenizer.pad_token_id,
+            rollout_cfg.generation_batch_size,
+            rollout_cfg.kv_reuse,
+        ),
+        tokenizer,
+        0,
     )
     with make_env_pool(
         backend, spec, timeout_s=60.0, num_workers=workers, cpus_per_worker=1.0, ray_address=""

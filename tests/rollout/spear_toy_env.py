@@ -75,6 +75,22 @@ class CorridorEnv(Env):
         return "left" if self.exit < self.position else "right"
 
 
+class EndsEarly(CorridorEnv):
+    """Ends after (task seed % 3) + 1 turns whatever the model says (rows end at different turns);
+    it echoes the reply so the next prompt differs from row to row."""
+
+    def _reset(self, seed: int) -> str:
+        self.last_turn = seed % 3 + 1
+        return super()._reset(seed)
+
+    def step(self, response: str) -> StepResult:
+        result = super().step(response)
+        if self.turns >= self.last_turn:
+            result.done = True
+            self.done = True
+        return result
+
+
 if "test-corridor" not in ENVS:
     register_env("test-corridor")(CorridorEnv)
 

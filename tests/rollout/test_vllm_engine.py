@@ -43,7 +43,12 @@ def setup():
         model,
         tokenizer,
         EngineSettings(
-            batch_size=32, max_model_len=1100, seed=0, gpu_memory_utilization=0.3, sleep=True
+            batch_size=32,
+            max_model_len=1100,
+            seed=0,
+            gpu_memory_utilization=0.3,
+            sleep=True,
+            kv_reuse=False,
         ),
     )
     env = CorridorEnv()
@@ -83,7 +88,10 @@ def test_rollout_samples_obey_the_hf_contract(setup, layout):
     cfg = RolloutConfig(group_size=4, max_turns=3, max_response_tokens=10, layout=layout)
     runs = {
         name: run_rollout(model, tokenizer, CorridorEnv, SEEDS, cfg, seed=3, engine=e)
-        for name, e in (("vllm", engine), ("hf", HFEngine(model, tokenizer.pad_token_id, 64)))
+        for name, e in (
+            ("vllm", engine),
+            ("hf", HFEngine(model, tokenizer.pad_token_id, 64, cfg.kv_reuse)),
+        )
     }
     for result in runs.values():
         assert len(result.trajectories) == 24
@@ -109,7 +117,7 @@ def test_stop_tokens_and_the_token_budget(setup):
     stops = tuple(range(0, model.config.vocab_size, 4))
     sampling = Sampling(max_new_tokens=5, stop_token_ids=stops, temperature=1.0)
     prompts = [probe[: 20 + i] for i in range(32)]
-    for e in (engine, HFEngine(model, tokenizer.pad_token_id, 64)):
+    for e in (engine, HFEngine(model, tokenizer.pad_token_id, 64, kv_reuse=True)):
         outs = e.generate(prompts, sampling, torch.Generator().manual_seed(1))
         assert len(outs) == len(prompts)
         stopped = [o for o in outs if not o.truncated]

@@ -7,10 +7,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from spear_toy_env import EndsEarly
 from test_update import GradCapture
 
 from spear_rl.algos.losses import PolicyLossConfig
 from spear_rl.models.forward import token_logprobs
+from spear_rl.rollout import RolloutConfig, run_rollout
 from spear_rl.rollout.batch import collate_samples
 from spear_rl.rollout.sample import Sample
 from spear_rl.train.rollout_engine import recompute_old_logprobs
@@ -78,3 +80,20 @@ def test_tis_scales_each_tokens_gradient_by_the_capped_ratio(tiny, cap, scale):
     weighted = _grads(model, mismatched, _settings(tok, cap))
     for a, b in zip(plain, weighted, strict=True):
         assert torch.allclose(b, scale * a, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("layout", ["per_turn", "whole"])
+def test_hf_rollout_with_kv_reuse_records_the_training_models_logprobs(tiny, layout):
+    """With rollout.kv_reuse the recorded log-probs still equal the training model's full
+    forward (the update's pi_old), episodes ending at different turns, prompts left-padded."""
+    model, tok = tiny
+    cfg = RolloutConfig(
+        group_size=3, max_turns=3, max_response_tokens=8, layout=layout, kv_reuse=True
+    )
+    result = run_rollout(model, tok, EndsEarly, [0, 1, 2, 4], cfg, seed=0)
+    assert len({len(t.turns) for t in result.trajectories}) == 3
+    assert result.stats["prefill_tokens"] < result.stats["prefill_tokens_full"]
+    metrics = recompute_old_logprobs(
+        SimpleNamespace(name="vllm"), model, result.samples, _settings(tok, 0)
+    )
+    assert metrics["engine/old_logprob_gap_max"] < 1e-4

@@ -34,6 +34,12 @@ class RolloutConfig(Settings):
     )
     show_admissible: bool = setting(True, "list the env's admissible actions in the prompt")
     generation_batch_size: int = setting(64, "max sequences per forward during generation", ge=1)
+    kv_reuse: bool = setting(
+        True,
+        "hf engine: keep each episode's keys/values between turns and prefill only the new tokens "
+        "(and identical prompts once); same tokens and log-probs up to float rounding "
+        "(docs/engines.md)",
+    )
     env_timeout_s: float = setting(
         30.0,
         "per env reset/step call; past it the episode ends (env_timeout): env.workers=inline "

@@ -6,6 +6,13 @@ prompts (the system prompt) once instead of once per row, it preallocates the KV
 returns exactly what the trainer needs (sampled ids, their log-probs, whether the token limit was
 hit) with no post-processing. Prompts are left-padded; position ids count real tokens only.
 
+A row can also start from keys/values computed earlier (`prefixes`: a `PrefixKV` of the first
+tokens of its prompt, e.g. the previous turn of the same episode): only the rest of the prompt is
+prefilled. With `keep_kv` every output carries the keys/values of its prompt + response (all but
+the last token, which was never fed), for the caller to hand back on the next turn. Keys/values
+depend only on the tokens and their positions (which count real tokens), not on the row's padding
+or batch, so any row may reuse any prefix of the same token ids under the same weights.
+
 Recorded log-probs are `log_softmax(logits / temperature)` of the sampled token, i.e. what
 `token_logprobs(model, ..., temperature)` recomputes for the same tokens, so the PPO ratio is exactly
 1 on fresh data. With `top_p < 1` tokens are drawn from the renormalised nucleus, but the recorded
@@ -31,10 +38,39 @@ SHARE_PREFIXES = True  # switch for tests and benchmarks
 
 
 @dataclass
+class PrefixKV:
+    """Keys/values the model computed for `ids` (a sequence's first tokens): per layer a (keys,
+    values) pair of shape [kv_heads, len(ids), head_dim]. Valid only under the weights that made
+    them."""
+
+    ids: list[int]
+    layers: list[tuple[torch.Tensor, torch.Tensor]]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def head(self, length: int) -> PrefixKV:
+        """The first `length` tokens (views, no copy): keys/values of a position depend only on
+        the tokens up to it."""
+        if length == len(self.ids):
+            return self
+        return PrefixKV(self.ids[:length], [(k[:, :length], v[:, :length]) for k, v in self.layers])
+
+    def nbytes(self) -> int:
+        return sum(k.nbytes + v.nbytes for k, v in self.layers)
+
+
+@dataclass
 class GenOutput:
     token_ids: list[int]  # sampled ids, the stop token included when one was sampled
     logprobs: list[float]  # behaviour log-prob of each sampled id
     truncated: bool  # max_new_tokens reached without a stop token
+    # prompt tokens run through the model for this row (a prefix shared by the batch counts once,
+    # on its first row), and prompt tokens whose keys/values the row took from elsewhere (an
+    # earlier call, the batch's shared prefix, an identical prompt); None: the engine does not say
+    prefilled: int | None = None
+    reused: int | None = None
+    kv: PrefixKV | None = None  # with keep_kv: keys/values of prompt + token_ids[:-1]
 
 
 class GenerationError(RuntimeError):
@@ -52,9 +88,16 @@ def generate(
     temperature: float = 1.0,
     top_p: float = 1.0,
     generator: torch.Generator,
+    prefixes: Sequence[PrefixKV | None] | None = None,
+    keep_kv: bool = False,
+    merge_duplicates: bool = False,
 ) -> list[GenOutput]:
     """Sample a continuation of every prompt (left-padded into one batch). Deterministic given the
-    state of `generator`. Callers bound the batch size (see RolloutConfig.generation_batch_size)."""
+    state of `generator`. Callers bound the batch size (see RolloutConfig.generation_batch_size).
+
+    `prefixes[i]`: keys/values of the first tokens of prompt i (shorter than the prompt), whose
+    prefill is skipped; needs `supports_kv_reuse(model)`, like `keep_kv`. `merge_duplicates`:
+    identical prompts are prefilled once (the GRPO group's first turn) and the result copied."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     if not 0.0 < top_p <= 1.0:
@@ -65,73 +108,138 @@ def generate(
         return []
     if any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token")
+    plain_cache = supports_kv_reuse(model)
+    if (prefixes is not None or keep_kv) and not plain_cache:
+        raise ValueError("this model's KV cache is not plain full attention: no KV reuse")
+    sources: list[PrefixKV | None] = (
+        list(prefixes) if prefixes is not None else [None] * len(prompts)
+    )
+    if len(sources) != len(prompts):
+        raise ValueError("one prefix (or None) per prompt is required")
+    reused = [_check_prefix(p, s) for p, s in zip(prompts, sources, strict=True)]
     stops = torch.tensor(
         [eos_token_ids] if isinstance(eos_token_ids, int) else list(eos_token_ids), dtype=torch.long
     )
-    device = _device(model)
-    prefix = _shared_prefix_length(prompts) if _can_share_prefix(model) else 0
-    input_ids, attention_mask = _left_pad([p[prefix:] for p in prompts], pad_token_id, device)
-
     was_training = model.training
     model.eval()
     try:
-        tokens, logprobs, finished = _sample_loop(
+        shared = _shared_prefix_length(prompts) if plain_cache else 0
+        first_sharer = None
+        if shared and any(r < shared for r in reused):
+            common = _prefill_prefix(model, list(prompts[0][:shared]))
+            for row, r in enumerate(reused):
+                if r < shared:  # the batch's common prefix is longer than what the row kept
+                    sources[row] = common
+                    first_sharer = row if first_sharer is None else first_sharer
+        copy_of = _first_copies(prompts) if merge_duplicates else list(range(len(prompts)))
+        for row, first in enumerate(copy_of):
+            if first != row:  # a duplicate computes nothing: it takes its first copy's cache
+                sources[row] = sources[first]
+        tokens, logprobs, finished, kvs = _sample_loop(
             model,
-            list(prompts[0][:prefix]),
-            input_ids,
-            attention_mask,
+            prompts,
+            sources,
+            copy_of,
+            pad_token_id,
             max_new_tokens,
             stops,
             temperature,
             top_p,
             generator,
+            keep_kv,
         )
     finally:
         model.train(was_training)
-    return [
-        GenOutput(t, lp, truncated=not done)
-        for t, lp, done in zip(tokens, logprobs, finished, strict=True)
-    ]
+    outputs = []
+    for row, prompt in enumerate(prompts):
+        held = len(sources[row]) if sources[row] is not None else 0
+        own = len(prompt) - held if copy_of[row] == row else 0
+        prefilled = own + (shared if row == first_sharer else 0)
+        outputs.append(
+            GenOutput(
+                tokens[row],
+                logprobs[row],
+                truncated=not finished[row],
+                prefilled=prefilled,
+                reused=len(prompt) - own,
+                kv=kvs[row],
+            )
+        )
+    return outputs
+
+
+def _first_copies(prompts: Sequence[Sequence[int]]) -> list[int]:
+    """For each row, the first row with the same prompt (itself if none came before)."""
+    first: dict[tuple[int, ...], int] = {}
+    return [first.setdefault(tuple(p), row) for row, p in enumerate(prompts)]
+
+
+def _check_prefix(prompt: Sequence[int], prefix: PrefixKV | None) -> int:
+    if prefix is None:
+        return 0
+    if len(prefix) >= len(prompt) or list(prompt[: len(prefix)]) != prefix.ids:
+        raise ValueError("a reused prefix must be a proper prefix of its prompt")
+    return len(prefix)
 
 
 def _sample_loop(
     model,
-    prefix_ids,
-    input_ids,
-    attention_mask,
+    prompts,
+    sources,
+    copy_of,
+    pad_token_id,
     max_new_tokens,
     stops,
     temperature,
     top_p,
     generator,
+    keep_kv,
 ):
     """Prefill once, then one token per step for every row until all rows stopped or the limit.
 
-    Rows are `prefix_ids` (shared by all rows, possibly empty) + their left-padded remainder. The
-    shared prefix is run once with batch 1 and its keys/values copied into every row of the cache.
-    The KV cache is a preallocated StaticCache: on CPU it is faster per step than the growing
-    DynamicCache, which re-concatenates the whole cache every step. Rows that stopped keep being
-    computed (their tokens are ignored); the loop ends when all rows stop.
+    Cache layout of row i: [holes | its reused prefix (sources[i]) | pads | the rest of its prompt |
+    generated tokens], the reused prefixes right-aligned at column `held`, the rest of the prompts
+    left-padded after it; holes and pads are masked and position ids count real tokens, so a row
+    computes exactly what it would alone. The KV cache is a preallocated StaticCache: on CPU it is
+    faster per step than the growing DynamicCache, which re-concatenates the whole cache every
+    step. Rows that stopped keep being computed (their tokens are ignored); the loop ends when all
+    rows stop. Only rows that are their own first copy (`copy_of[row] == row`) are prefilled; the
+    others get a copy of their first copy's cache and logits.
     """
-    batch, width = input_ids.shape
-    device = input_ids.device
-    prefix = len(prefix_ids)
-    cache = StaticCache(config=_config(model), max_cache_len=prefix + width + max_new_tokens)
-    # Mask over the whole cache: prefix 1, pads 0, everything the rows will generate 1 (causality
-    # comes from the cache position, so later slots are never attended early).
-    prompt_mask = torch.cat([attention_mask.new_ones(batch, prefix), attention_mask], dim=1)
-    full_mask = torch.cat([prompt_mask, attention_mask.new_ones(batch, max_new_tokens)], dim=1)
+    device = _device(model)
+    batch = len(prompts)
+    distinct = sorted(set(copy_of))
+    lengths = [len(s) if s is not None else 0 for s in sources]
+    held = max(lengths)
+    rests = [p[n:] for p, n in zip(prompts, lengths, strict=True)]
+    input_ids, attention_mask = _left_pad([rests[r] for r in distinct], pad_token_id, device)
+    width = input_ids.shape[1]
+    cache = StaticCache(config=_config(model), max_cache_len=held + width + max_new_tokens)
+    # Mask over the whole cache: reused prefixes 1, holes and pads 0, everything the rows will
+    # generate 1 (causality comes from the cache position, so later slots are never attended early).
+    held_mask = attention_mask.new_zeros(len(distinct), held)
+    for i, row in enumerate(distinct):
+        held_mask[i, held - lengths[row] :] = 1
+    prompt_mask = torch.cat([held_mask, attention_mask], dim=1)
     positions = positions_from_mask(prompt_mask)
-    if prefix:
-        _prefill_shared_prefix(model, cache, prefix_ids, batch, device)
+    full_mask = torch.cat([prompt_mask, prompt_mask.new_ones(len(distinct), max_new_tokens)], dim=1)
+    if held:
+        _place_prefixes(cache, [sources[r] for r in distinct], held)
     logits = model(
         input_ids=input_ids,
         attention_mask=full_mask,
-        position_ids=positions[:, prefix:],
+        position_ids=positions[:, held:],
         **{CACHE_KWARG: cache},
         use_cache=True,
         logits_to_keep=1,
     ).logits[:, -1]
+    if len(distinct) < batch:
+        where = {row: i for i, row in enumerate(distinct)}
+        index = torch.tensor([where[first] for first in copy_of], device=device)
+        logits, prompt_mask, full_mask = logits[index], prompt_mask[index], full_mask[index]
+        for layer in cache.layers:  # plain static layers (supports_kv_reuse): copy whole rows
+            layer.keys, layer.values = layer.keys[index], layer.values[index]
+            layer.batch_size = batch
     next_position = prompt_mask.sum(-1, keepdim=True)  # [B, 1]
     tokens: list[list[int]] = [[] for _ in range(batch)]
     logprobs: list[list[float]] = [[] for _ in range(batch)]
@@ -157,31 +265,68 @@ def _sample_loop(
             use_cache=True,
         ).logits[:, -1]
         next_position = next_position + 1
-    return tokens, logprobs, finished.tolist()
+    kvs: list[PrefixKV | None] = [None] * batch
+    if keep_kv:
+        for row in range(batch):
+            # the row's real slots: its reused prefix, its prompt's rest, its tokens but the last
+            # (never fed); rests and generated tokens are contiguous
+            start = held + width - len(rests[row])
+            spans = ((held - lengths[row], held), (start, held + width + len(tokens[row]) - 1))
+            kvs[row] = PrefixKV(
+                list(prompts[row]) + tokens[row][:-1],
+                [_slots(layer, row, spans) for layer in cache.layers],
+            )
+    return tokens, logprobs, finished.tolist(), kvs
 
 
-def _prefill_shared_prefix(model, cache, prefix_ids, batch, device) -> None:
-    """Fill the first len(prefix_ids) slots of every row of the static `cache` from one batch-1 pass."""
-    prefix = len(prefix_ids)
-    shared = DynamicCache(config=_config(model))
+def _slots(layer, row: int, spans) -> tuple[torch.Tensor, torch.Tensor]:
+    """A copy of one row's keys and values at the cache columns `spans` ((start, end) pairs)."""
+    return (
+        torch.cat([layer.keys[row, :, a:b] for a, b in spans], dim=1),
+        torch.cat([layer.values[row, :, a:b] for a, b in spans], dim=1),
+    )
+
+
+def _prefill_prefix(model, ids: list[int]) -> PrefixKV:
+    """Keys/values of `ids` from one batch-1 pass (a prefix every row of a batch shares)."""
+    device = _device(model)
+    cache = DynamicCache(config=_config(model))
     model(
-        input_ids=torch.tensor([prefix_ids], dtype=torch.long, device=device),
-        attention_mask=torch.ones(1, prefix, dtype=torch.long, device=device),
-        position_ids=torch.arange(prefix, device=device)[None],
-        **{CACHE_KWARG: shared},
+        input_ids=torch.tensor([ids], dtype=torch.long, device=device),
+        attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=device),
+        position_ids=torch.arange(len(ids), device=device)[None],
+        **{CACHE_KWARG: cache},
         use_cache=True,
         logits_to_keep=1,
     )
-    for layer, source in zip(cache.layers, shared.layers, strict=True):
-        keys = source.keys.expand(batch, -1, -1, -1)
-        values = source.values.expand(batch, -1, -1, -1)
-        layer.lazy_initialization(keys, values)
-        layer.keys[:, :, :prefix] = keys
-        layer.values[:, :, :prefix] = values
-        layer.cumulative_length.fill_(prefix)
+    return PrefixKV(ids, [(layer.keys[0], layer.values[0]) for layer in cache.layers])
 
 
-def _can_share_prefix(model) -> bool:
+def _place_prefixes(cache, sources: list[PrefixKV | None], held: int) -> None:
+    """Write each row's reused keys/values right-aligned before column `held` of the static cache
+    (rows sharing one prefix object are written in one indexed copy)."""
+    groups: dict[int, tuple[PrefixKV, list[int]]] = {}
+    for row, source in enumerate(sources):
+        if source is not None and len(source):
+            groups.setdefault(id(source), (source, []))[1].append(row)
+    template = next(iter(groups.values()))[0]
+    batch = len(sources)
+    for index, layer in enumerate(cache.layers):
+        keys, values = template.layers[index]
+        layer.lazy_initialization(
+            keys.new_empty(batch, keys.shape[0], 0, keys.shape[-1]),
+            values.new_empty(batch, values.shape[0], 0, values.shape[-1]),
+        )
+        for source, rows in groups.values():
+            n = len(source)
+            where = torch.tensor(rows, device=layer.keys.device)
+            keys, values = source.layers[index]
+            layer.keys[where, :, held - n : held] = keys.unsqueeze(0)
+            layer.values[where, :, held - n : held] = values.unsqueeze(0)
+        layer.cumulative_length.fill_(held)
+
+
+def supports_kv_reuse(model) -> bool:
     """Prefix copying writes StaticLayer internals: only for plain full-attention static layers."""
     cache = StaticCache(config=_config(model), max_cache_len=1)
     return all(

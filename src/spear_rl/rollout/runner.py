@@ -43,6 +43,9 @@ class RolloutResult:
     timings: dict[
         str, float
     ]  # seconds: "generate", "env", "prompt", "other" (they sum to the total)
+    # rates and means; with an engine that reports them (hf) also the prefill counts:
+    # "prefill_tokens" (prompt tokens run through the model), "prefill_tokens_full" (the sum of
+    # the prompts' lengths: what prefilling each prompt whole would cost) and "kv_full_prefills"
     stats: dict[str, float]
     # the env pool's counters for this rollout: "env/worker_failures" (env calls that raised, hung
     # or lost their worker: each ended an episode), "env/workers_replaced"
@@ -87,9 +90,11 @@ def run_rollout(
     pad = pad_token_id(tokenizer)
     generator = torch.Generator(device=_generator_device(model)).manual_seed(seed)
     if engine is None:
-        engine = HFEngine(model, pad, cfg.generation_batch_size)
+        engine = HFEngine(model, pad, cfg.generation_batch_size, cfg.kv_reuse)
     sampling = Sampling(cfg.max_response_tokens, tuple(stops), cfg.temperature, cfg.top_p)
     counters = {"generated_turns": 0, "response_tokens": 0, "prompt_tokens": 0, "truncated": 0}
+    prefill = {"prefill_tokens": 0, "prefill_tokens_full": 0, "kv_full_prefills": 0}
+    counted = False  # whether the engine said what it prefilled (the hf engine does)
 
     pool = envs if isinstance(envs, EnvPool) else InlinePool(envs, cfg.env_timeout_s)
     episodes: list[_Episode] = []
@@ -139,6 +144,14 @@ def run_rollout(
             counters["response_tokens"] += len(out.token_ids)
             counters["prompt_tokens"] += len(episode.prompt)
             counters["truncated"] += int(out.truncated)
+            if out.prefilled is not None:
+                counted = True
+                prefill["prefill_tokens"] += out.prefilled
+                prefill["prefill_tokens_full"] += len(episode.prompt)
+                # a later turn that prefilled its whole prompt: nothing kept or shared matched
+                prefill["kv_full_prefills"] += int(
+                    bool(episode.trajectory.turns) and not out.reused
+                )
             texts.append(safe_decode(tokenizer, out.token_ids))
         t0 = time.perf_counter()
         calls = pool.step([e.slot for e in live], texts)
@@ -164,6 +177,8 @@ def run_rollout(
     total = time.perf_counter() - started
     timings["other"] = max(0.0, total - sum(timings.values()))
     stats = _stats(trajectories, counters)
+    if counted:
+        stats.update({k: float(v) for k, v in prefill.items()})
     return RolloutResult(trajectories, samples, timings, stats, env_stats)
 
 

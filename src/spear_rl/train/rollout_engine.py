@@ -36,6 +36,7 @@ def engine_settings(cfg) -> EngineSettings:
         seed=cfg.train.seed,
         gpu_memory_utilization=r.gpu_memory_utilization,
         sleep=r.vllm_sleep,
+        kv_reuse=r.kv_reuse,
     )
 
 

@@ -4,6 +4,13 @@ It samples from the training model itself, so there are no weights to push (`loa
 no-op) and the recorded log-probs are exactly what the update recomputes. Prompts are sorted by
 length and cut into batches of at most `batch_size`, so that similar lengths share a batch (little
 compute goes to left padding); the generator is consumed batch by batch in that order.
+
+With `kv_reuse` (`rollout.kv_reuse`) it keeps the keys/values of the last call's rows (kv_store.py)
+and starts each new prompt from the entry sharing its longest prefix, and prefills identical
+prompts in a batch once: a multi-turn episode's next turn prefills only what is new. Each output
+says how many prompt tokens were prefilled and how many were reused (the runner's
+`rollout/prefill_tokens` and `rollout/kv_reused_tokens`). Reuse changes no number beyond float
+rounding (tests/rollout/test_kv_reuse.py), nor the order in which the generator is consumed.
 """
 
 from __future__ import annotations
@@ -14,22 +21,36 @@ import torch
 
 from spear_rl.models.forward import token_logprobs
 from spear_rl.rollout.engines.base import Sampling
-from spear_rl.rollout.generation import GenOutput, generate
+from spear_rl.rollout.engines.kv_store import KVStore, weights_fingerprint
+from spear_rl.rollout.generation import GenOutput, generate, supports_kv_reuse
 
 
 class HFEngine:
     name = "hf"
 
-    def __init__(self, model: torch.nn.Module, pad_token_id: int, batch_size: int) -> None:
+    def __init__(
+        self, model: torch.nn.Module, pad_token_id: int, batch_size: int, kv_reuse: bool
+    ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model
         self.pad_token_id = pad_token_id
         self.batch_size = batch_size
+        # a model whose cache is not plain full attention (sliding windows) prefills every prompt
+        self.kv_reuse = kv_reuse and supports_kv_reuse(model)
+        self.store = KVStore()
+        self._fingerprint: tuple | None = None
 
     def generate(
         self, prompts: Sequence[Sequence[int]], sampling: Sampling, generator: torch.Generator
     ) -> list[GenOutput]:
+        prefixes: list = [None] * len(prompts)
+        if self.kv_reuse:
+            fingerprint = weights_fingerprint(self.model)
+            if fingerprint != self._fingerprint:  # entries made by other weights are wrong
+                self.store.clear()
+                self._fingerprint = fingerprint
+            prefixes = self.store.match(prompts)
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         outputs: list = [None] * len(prompts)
         for start in range(0, len(order), self.batch_size):
@@ -43,9 +64,16 @@ class HFEngine:
                 temperature=sampling.temperature,
                 top_p=sampling.top_p,
                 generator=generator,
+                prefixes=[prefixes[i] for i in chunk] if self.kv_reuse else None,
+                keep_kv=self.kv_reuse,
+                merge_duplicates=self.kv_reuse,
             )
             for i, out in zip(chunk, generated, strict=True):
                 outputs[i] = out
+        if self.kv_reuse:
+            self.store.replace([out.kv for out in outputs])
+            for out in outputs:
+                out.kv = None  # the store holds them; samples must not
         return outputs
 
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
@@ -58,10 +86,12 @@ class HFEngine:
         return logp[0, 1:].tolist()
 
     def sleep(self) -> None:
-        """Nothing to free: the weights are the training model's."""
+        """Free the kept keys/values (the trainer calls this after each rollout, before the
+        update); the weights are the training model's."""
+        self.store.clear()
 
     def wake(self) -> None:
         """Nothing to restore."""
 
     def close(self) -> None:
-        """Nothing to release."""
+        self.store.clear()

@@ -20,6 +20,7 @@ class EngineSettings:
     seed: int
     gpu_memory_utilization: float  # CUDA only: share of GPU memory vLLM may take
     sleep: bool  # CUDA only: vLLM sleep mode frees its memory during the update
+    kv_reuse: bool  # hf: keep keys/values between turns (vLLM has its own prefix cache)
 
 
 EngineBuilder = Callable[..., GenerationEngine]
@@ -30,7 +31,7 @@ ENGINES: Registry[EngineBuilder] = Registry("rollout engine")
 def _build_hf(model, tokenizer, settings: EngineSettings) -> GenerationEngine:
     from spear_rl.rollout.engines.hf import HFEngine
 
-    return HFEngine(model, pad_token_id(tokenizer), settings.batch_size)
+    return HFEngine(model, pad_token_id(tokenizer), settings.batch_size, settings.kv_reuse)
 
 
 @ENGINES.register("vllm")
