@@ -55,6 +55,9 @@ SUM_METRICS = frozenset(
         "actor/valid_tokens",
         "replay/selected_tokens",
         "replay/valid_tokens",
+        "rollout/prefill_tokens",
+        "rollout/prefill_tokens_full",
+        "rollout/kv_full_prefills",
     }
 )
 MAX_METRIC_SUFFIXES = ("/max", "_max", "max_age", "time/step")
