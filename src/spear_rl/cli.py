@@ -116,9 +116,9 @@ def _seed_list(text: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from spear_rl.train.threads import wait_passively
+    from spear_rl.train.threads import spin_briefly
 
-    wait_passively()  # before anything imports torch: its OpenMP reads the policy once, at load
+    spin_briefly()  # before anything imports torch: its OpenMP reads the policy once, at load
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)

@@ -1,5 +1,5 @@
-"""CPU threads: the `spear` command makes torch's OpenMP threads wait passively (read back from
-libgomp itself), `train.threads=0` counts physical cores within the CPU quota, and a run on a busy
+"""CPU threads: the `spear` command makes torch's idle OpenMP threads spin briefly, then sleep (read
+back from libgomp itself), `train.threads=0` counts physical cores within the CPU quota, and a run on a busy
 machine says so in one line."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 from spear_rl.train import threads as threads_mod
 from spear_rl.train.config import load_config
 from spear_rl.train.runtime import set_threads
-from spear_rl.train.threads import busy_warning, cpu_cores, wait_passively
+from spear_rl.train.threads import SHORT_SPIN, busy_warning, cpu_cores, spin_briefly
 
 
 def libgomp_spincount() -> int:
@@ -36,21 +36,21 @@ def libgomp_spincount() -> int:
     return int(found.group(1))
 
 
-def test_the_spear_command_makes_openmp_threads_sleep():
-    # without it libgomp spins 300000 times before sleeping; PASSIVE: not at all
-    assert libgomp_spincount() == 0
+def test_the_spear_command_makes_openmp_threads_spin_briefly():
+    # without it libgomp spins 300000 times before sleeping
+    assert libgomp_spincount() == SHORT_SPIN == 1000
 
 
-def test_wait_passively_only_before_torch_loads_and_only_without_a_users_policy(monkeypatch):
+def test_spin_briefly_only_before_torch_loads_and_only_without_a_users_policy(monkeypatch):
     for var in threads_mod.WAIT_VARS:
         monkeypatch.delenv(var, raising=False)
     assert "torch" in sys.modules
-    assert not wait_passively() and "OMP_WAIT_POLICY" not in os.environ  # too late: torch loaded
+    assert not spin_briefly() and "GOMP_SPINCOUNT" not in os.environ  # too late: torch loaded
     monkeypatch.delitem(sys.modules, "torch")
-    monkeypatch.setenv("GOMP_SPINCOUNT", "1000")
-    assert not wait_passively() and "OMP_WAIT_POLICY" not in os.environ
-    monkeypatch.delenv("GOMP_SPINCOUNT")
-    assert wait_passively() and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert not spin_briefly() and "GOMP_SPINCOUNT" not in os.environ
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    assert spin_briefly() and os.environ["GOMP_SPINCOUNT"] == "1000"
 
 
 def fake_sysfs(root, core_of_cpu: dict[int, int], cpu_max: str | None = None):
@@ -90,10 +90,14 @@ def test_busy_warning_names_the_load_and_what_waiting_threads_do(monkeypatch):
     monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
     note = busy_warning(2, 2)
     assert note.startswith("note: the CPU is already busy (1-minute load 1.2 on 2 cores)")
-    assert "\n" not in note and "threads sleep when idle" in note
+    assert "\n" not in note and "threads soon sleep when idle" in note
     monkeypatch.delenv("OMP_WAIT_POLICY")
-    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
-    assert "set OMP_WAIT_POLICY=PASSIVE" in busy_warning(2, 2)
+    monkeypatch.setenv("GOMP_SPINCOUNT", "1000")
+    assert "threads soon sleep when idle (GOMP_SPINCOUNT=1000" in busy_warning(2, 2)
+    monkeypatch.setenv("GOMP_SPINCOUNT", "10000")
+    assert "set GOMP_SPINCOUNT=1000" in busy_warning(2, 2)
+    monkeypatch.delenv("GOMP_SPINCOUNT")
+    assert "set GOMP_SPINCOUNT=1000" in busy_warning(2, 2)
     assert "one torch thread" in busy_warning(1, 2)
     assert busy_warning(8, 32) is None  # 1.2 of 32 cores busy is not busy
 

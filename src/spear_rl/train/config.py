@@ -87,8 +87,8 @@ class TrainConfig(Settings):
         0,
         "torch CPU threads; 0 = one per physical core this process may use (split over a node's "
         "ranks under torchrun; a single process uses at most OMP_NUM_THREADS). The `spear` command "
-        "also makes idle OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE, unless it or "
-        "GOMP_SPINCOUNT is set), so a busy machine slows a run down rather than stalling it "
+        "also makes idle OpenMP threads spin briefly, then sleep (GOMP_SPINCOUNT=1000, unless it or "
+        "OMP_WAIT_POLICY is set), so a busy machine slows a run down rather than stalling it "
         "(benchmarks/threads.py)",
         ge=0,
     )

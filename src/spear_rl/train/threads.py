@@ -2,12 +2,14 @@
 warning when other work already keeps the cores busy. No torch import here: the wait policy only
 counts if it is set before torch loads its OpenMP runtime (libgomp reads it once, at load).
 
-Why passive waiting: torch's CPU ops run in OpenMP teams, and by default a thread that reaches
-the end of a parallel region spins for a while before sleeping. On a machine where another
+Why a short spin: torch's CPU ops run in OpenMP teams, and by default (libgomp) a thread that
+reaches the end of a parallel region spins 300000 times before sleeping. On a machine where another
 process competes for the cores, the spinning thread takes the core the thread it waits for needs:
 with one busy process beside it on 2 cores, generation ran 5-19x and the update 7x slower with two
-threads than with one. Sleeping at once (OMP_WAIT_POLICY=PASSIVE) costs a wake-up per region on an
-idle machine; benchmarks/threads.py measures both.
+threads than with one. Sleeping at once (OMP_WAIT_POLICY=PASSIVE) fixes that but pays a wake-up per
+region on an idle machine (a default-recipe step 1.2x slower). Spinning 1000 times, then sleeping
+(GOMP_SPINCOUNT=1000), kept the idle speed of the long spin and the loaded speed of passive
+waiting; 10000 already stalled like the long spin (benchmarks/threads.py).
 """
 
 from __future__ import annotations
@@ -21,21 +23,25 @@ from pathlib import Path
 WAIT_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 
-def wait_passively() -> bool:
-    """Make idle OpenMP threads sleep rather than spin, unless the user chose a policy. Call it
+SHORT_SPIN = 1000  # GOMP_SPINCOUNT: spins before an idle OpenMP thread sleeps
+
+
+def spin_briefly() -> bool:
+    """Make idle OpenMP threads spin briefly, then sleep, unless the user chose a policy. Call it
     before torch is imported (the CLI's start); too late afterwards, so then it does nothing.
-    Returns whether the policy is now passive because of this call."""
+    Returns whether the short spin is set because of this call."""
     if "torch" in sys.modules or any(v in os.environ for v in WAIT_VARS):
         return False
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    os.environ["GOMP_SPINCOUNT"] = str(SHORT_SPIN)
     return True
 
 
-def openmp_waits_passively() -> bool:
-    """Whether the environment torch's OpenMP read says idle threads sleep: OMP_WAIT_POLICY=PASSIVE
-    or GOMP_SPINCOUNT=0 (libgomp's own reading of them)."""
+def openmp_spin_is_short() -> bool:
+    """Whether the environment torch's OpenMP read keeps idle threads from spinning long:
+    OMP_WAIT_POLICY=PASSIVE or GOMP_SPINCOUNT <= SHORT_SPIN (libgomp's own reading of them)."""
     policy = os.environ.get("OMP_WAIT_POLICY", "").strip().upper()
-    return policy == "PASSIVE" or os.environ.get("GOMP_SPINCOUNT", "").strip() == "0"
+    spin = os.environ.get("GOMP_SPINCOUNT", "").strip()
+    return policy == "PASSIVE" or (spin.isdigit() and int(spin) <= SHORT_SPIN)
 
 
 def cpu_cores(sys_root: Path = Path("/sys")) -> int:
@@ -81,15 +87,16 @@ def busy_warning(threads: int, cores: int) -> str | None:
         return None
     if threads == 1:
         how = "it uses one torch thread"
-    elif openmp_waits_passively():
+    elif openmp_spin_is_short():
         how = (
-            f"its {threads} torch threads sleep when idle (OMP_WAIT_POLICY=PASSIVE), so it slows "
-            "down rather than stalls"
+            f"its {threads} torch threads soon sleep when idle (GOMP_SPINCOUNT="
+            f"{os.environ.get('GOMP_SPINCOUNT', 'unset')}, OMP_WAIT_POLICY="
+            f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}), so it slows down rather than stalls"
         )
     else:
         how = (
             f"its {threads} torch threads spin when idle and stall on busy cores: set "
-            "OMP_WAIT_POLICY=PASSIVE before Python starts, or train.threads=1"
+            f"GOMP_SPINCOUNT={SHORT_SPIN} before Python starts, or train.threads=1"
         )
     return (
         f"note: the CPU is already busy (1-minute load {load:.1f} on {cores} cores): this run "
