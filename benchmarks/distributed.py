@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from spear_rl.experiments.run_args import EVERY_SAMPLE_TRAINS
+
 OUT = Path(__file__).resolve().parent / "results" / "distributed"
 LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -47,10 +49,7 @@ def run_args(args: argparse.Namespace, output_dir: Path, name: str) -> list[str]
         "--train.checkpoint_every=0",
         f"--train.parallel={args.parallel}",
         f"--sft.episodes={args.sft_episodes}",
-        "--algo.filter_incomplete=false",
-        "--algo.filter_overlong=false",
-        "--algo.filter_unreadable=false",
-        "--algo.group_filter_ratio=1.0",
+        *EVERY_SAMPLE_TRAINS,
         "--log.progress=false",
         f"--train.output_dir={output_dir}",
         f"--train.run_name={name}",

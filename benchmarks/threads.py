@@ -41,6 +41,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from spear_rl.experiments.run_args import EVERY_SAMPLE_TRAINS
+
 OUT = Path(__file__).resolve().parent / "results" / "threads.json"
 # name -> (environment additions, extra CLI overrides); OpenMP's variables are dropped first
 CANDIDATES = {
@@ -66,10 +68,7 @@ def train_args(args: argparse.Namespace, output_dir: Path, name: str, steps: int
         "--train.eval_episodes=2",
         "--train.checkpoint_every=0",
         f"--sft.cache_dir={args.sft_cache}",
-        "--algo.filter_incomplete=false",
-        "--algo.filter_overlong=false",
-        "--algo.filter_unreadable=false",
-        "--algo.group_filter_ratio=1.0",
+        *EVERY_SAMPLE_TRAINS,
         "--log.progress=false",
         f"--train.output_dir={output_dir}",
         f"--train.run_name={name}",

@@ -3,21 +3,15 @@ candidate's `spear train` gets, the phase means read back from a run, and the lo
 summary, a stalled run included."""
 
 import argparse
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "threads.py"
-
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("threads_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_benchmark):
+    return load_benchmark("threads")
 
 
 def test_default_gets_no_openmp_policy_so_it_measures_what_spear_train_chooses(bench):

@@ -1,20 +1,12 @@
 """benchmarks/vs_trl.py's bookkeeping (the measurements themselves need TRL and minutes): the flags a
 measurement's child process gets, and the per-layout summary of interleaved pairs."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "vs_trl.py"
 
 
 @pytest.fixture(scope="module")
-def vs_trl():
-    spec = importlib.util.spec_from_file_location("vs_trl_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def vs_trl(load_benchmark):
+    return load_benchmark("vs_trl")
 
 
 def test_a_child_gets_the_parents_settings_and_its_layout(vs_trl):
