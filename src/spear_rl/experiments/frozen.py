@@ -14,6 +14,7 @@ import time
 from spear_rl.train.config import Config, validate_config
 from spear_rl.train.evaluate import evaluate_at_step, is_eval_step
 from spear_rl.train.metrics import MetricsLogger, log_sft_stats
+from spear_rl.train.rollout_engine import start_engine
 from spear_rl.train.run_dir import TrainResult, make_run_dir, write_result
 from spear_rl.train.runtime import make_env_factory, pick_device, set_threads
 from spear_rl.train.warm_start import initial_policy
@@ -33,16 +34,21 @@ def run_frozen(cfg: Config, echo=print) -> TrainResult:
     env_factory = make_env_factory(cfg)
     model, tokenizer, sft_stats = initial_policy(cfg, env_factory, echo)
     model.to(pick_device(cfg.train.device))
+    # the engine the runs sample with (vllm's sampler draws differently from ours)
+    engine, _ = start_engine(cfg, model, tokenizer, env_factory, echo)
     logger = MetricsLogger(run_dir, cfg.log, cfg.to_dict(), resume=False)
     if sft_stats:
         log_sft_stats(logger, sft_stats)
     success = []
-    for step in [0] + [s for s in range(1, cfg.train.steps + 1) if is_eval_step(cfg, s)]:
-        metrics = evaluate_at_step(model, tokenizer, env_factory, cfg, run_dir, step)
-        logger.log(step, metrics)
-        success.append(metrics["eval/success_rate"])
-        echo(f"  step {step}: held-out success {success[-1]:.3f}")
-    logger.close()
+    try:
+        for step in [0] + [s for s in range(1, cfg.train.steps + 1) if is_eval_step(cfg, s)]:
+            metrics = evaluate_at_step(model, tokenizer, env_factory, cfg, run_dir, step, engine)
+            logger.log(step, metrics)
+            success.append(metrics["eval/success_rate"])
+            echo(f"  step {step}: held-out success {success[-1]:.3f}")
+    finally:
+        logger.close()
+        engine.close()
     result = TrainResult(
         run_dir,
         success[0],
