@@ -21,7 +21,10 @@ from spear_rl.train.threads import SHORT_SPIN, busy_warning, cpu_cores, spin_bri
 def libgomp_spincount() -> int:
     """The spin count torch's libgomp runs with, as it prints it at load (OMP_DISPLAY_ENV), in a
     fresh `spear train --print-config` process (which imports torch)."""
-    env = {k: v for k, v in os.environ.items() if k not in threads_mod.WAIT_VARS}
+    # LD_PRELOAD: a vLLM engine started earlier in this process preloads libgomp for its children,
+    # which then read the wait policy before Python runs (a user's LD_PRELOAD would do the same)
+    drop = (*threads_mod.WAIT_VARS, "LD_PRELOAD")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     env["OMP_DISPLAY_ENV"] = "VERBOSE"
     done = subprocess.run(
         [sys.executable, "-m", "spear_rl.cli", "train", "--print-config"],
@@ -112,6 +115,8 @@ def restore_threads():
 def test_set_threads_sets_torch_and_warns_once_on_a_busy_cpu(
     tmp_path, monkeypatch, capsys, restore_threads
 ):
+    # a vLLM engine started earlier in this process replaces torch.set_num_threads by a no-op
+    monkeypatch.setattr(torch, "set_num_threads", torch._C.set_num_threads)
     cfg = load_config("sokoban/spear", {"train": {"device": "cpu", "threads": 0}})
     monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
     torch.set_num_threads(64)  # above the cores: 0 means the physical cores
