@@ -186,3 +186,10 @@ def test_every_config_field_has_a_doc_and_sections_name_themselves():
         assert cls.section == section.name
         for field in dataclasses.fields(cls):
             assert field.metadata.get("doc"), f"{section.name}.{field.name} has no doc"
+
+
+def test_off_for_a_string_key_stays_the_word_yaml_would_turn_into_false():
+    # YAML 1.1 reads `off` as False; the README's --sft.cache_dir=off must still mean "no cache"
+    cfg = load_config(None, parse_overrides(["--sft.cache_dir=off"]))
+    assert cfg.sft.cache_dir == "off"
+    assert load_config(None, {"sft": {"cache_dir": False}}).sft.cache_dir == "off"

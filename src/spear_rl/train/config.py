@@ -342,7 +342,9 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
     if hint is str:
         if isinstance(value, str):
             return value
-        if isinstance(value, int | float) and not isinstance(value, bool):
+        if isinstance(value, bool):  # YAML 1.1 reads off/no/false (on/yes/true) as a bool
+            return "on" if value else "off"
+        if isinstance(value, int | float):
             return str(value)
         raise ConfigError(f"config key {where!r} must be a string, got {value!r}")
     return value
