@@ -133,8 +133,7 @@ def accumulate_then_sync(model: torch.nn.Module, pad_token_id: int) -> Iterator[
         for module in fsdp:  # hold the full weights: forwards inside then need no collective
             module.set_requires_gradient_sync(False, recurse=False)
             module.set_reshard_after_backward(False, recurse=False)
-            module.set_reshard_after_forward(False, recurse=False)
-            module.unshard()
+        _hold_full(fsdp)
         try:
             yield model
         finally:
@@ -143,9 +142,7 @@ def accumulate_then_sync(model: torch.nn.Module, pad_token_id: int) -> Iterator[
                 module.set_reshard_after_backward(True, recurse=False)
     _zero_loss_pass(model, pad_token_id)  # the one syncing backward, equal on every rank
     if not _is_ddp(model):
-        for module in _fsdp_modules(model):
-            module.set_reshard_after_forward(True, recurse=False)
-            module.reshard()
+        _release_full(_fsdp_modules(model))
 
 
 def _zero_loss_pass(model: torch.nn.Module, pad_token_id: int) -> None:
@@ -170,15 +167,25 @@ def full_weights(model: torch.nn.Module, gather: bool = True) -> Iterator[torch.
     if not fsdp:
         yield unwrap(model)
         return
-    for module in fsdp:
-        module.set_reshard_after_forward(False, recurse=False)
-        module.unshard()
+    _hold_full(fsdp)
     try:
         yield model
     finally:
-        for module in fsdp:
-            module.set_reshard_after_forward(True, recurse=False)
-            module.reshard()
+        _release_full(fsdp)
+
+
+def _hold_full(fsdp: list) -> None:
+    """Gather each FSDP module's full weights and keep them through later forwards."""
+    for module in fsdp:
+        module.set_reshard_after_forward(False, recurse=False)
+        module.unshard()
+
+
+def _release_full(fsdp: list) -> None:
+    """Back to sharded weights (the undo of `_hold_full`)."""
+    for module in fsdp:
+        module.set_reshard_after_forward(True, recurse=False)
+        module.reshard()
 
 
 def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
