@@ -215,3 +215,18 @@ def test_gradient_checkpointing_gives_the_same_gradient():
         logp.sum().backward()
         grads.append(_grads(m))
     assert _relative_error(grads[1], grads[0]) < 1e-5
+
+
+@pytest.mark.parametrize("make_batch", [_right_padded_batch, _grouped_batch])
+def test_gradient_checkpointing_model_in_train_mode_without_grad(make_batch):
+    # HF's checkpointed layers drop the KV cache whenever the model is in train mode, with or
+    # without grad (e.g. clip_cov's token selection scores the policy under no_grad mid-update)
+    model, tokenizer = load_policy(
+        ModelConfig(gradient_checkpointing=True), corpus=corridor_corpus, seed=0
+    )
+    model.train()
+    ids, mask = make_batch(tokenizer)
+    with torch.no_grad():
+        want, _ = _reference(model, ids, mask, 0.7)
+        logp, _ = token_logprobs(model, ids, mask, temperature=0.7)
+    assert torch.allclose(logp, want, atol=1e-5)

@@ -129,8 +129,9 @@ def _prefix_groups(model, input_ids: Tensor, attention_mask: Tensor) -> PrefixGr
     batch, width = input_ids.shape
     if batch < 2 or width < 2 * MIN_SHARED_PREFIX:
         return None
-    # Checkpointed layers drop the KV cache the shared-prefix path relies on.
-    if torch.is_grad_enabled() and _checkpointing(model):
+    # Checkpointed layers drop the KV cache the shared-prefix path relies on: HF's do so whenever
+    # the model is in train mode, with or without grad.
+    if _checkpointing(model) and (model.training or torch.is_grad_enabled()):
         return None
     right_padded = bool((attention_mask[:, :-1] >= attention_mask[:, 1:]).all())
     lengths = attention_mask.sum(1).tolist()
