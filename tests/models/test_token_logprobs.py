@@ -230,3 +230,46 @@ def test_gradient_checkpointing_model_in_train_mode_without_grad(make_batch):
         want, _ = _reference(model, ids, mask, 0.7)
         logp, _ = token_logprobs(model, ids, mask, temperature=0.7)
     assert torch.allclose(logp, want, atol=1e-5)
+
+
+class _Vocab:
+    """What the batch builders read of a tokenizer."""
+
+    pad_token_id = 0
+
+    def __len__(self) -> int:
+        return 100
+
+
+@pytest.mark.parametrize("scored", [False, True])
+@pytest.mark.parametrize("make_batch", [_right_padded_batch, _grouped_batch])
+def test_sliding_window_attention_matches_the_definition(make_batch, scored):
+    # a window shorter than the rows: padding between a group's short prefix and a row's rest
+    # must not take the place of real tokens in the window
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(
+        vocab_size=100,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        use_sliding_window=True,
+        sliding_window=8,
+        max_window_layers=0,  # every layer slides
+    )
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(config)
+    ids, mask = make_batch(_Vocab())
+    if make_batch is _right_padded_batch:  # one group leaves no padding inside a row: shared
+        assert forward._prefix_groups(model, ids, mask).prefix.tolist() == [40]
+    model.zero_grad()
+    want, _ = _reference(model, ids, mask, 1.0)
+    want.sum().backward()
+    want_grad = _grads(model).clone()
+    model.zero_grad()
+    logp, _ = token_logprobs(model, ids, mask, score_mask=mask if scored else None)
+    logp.sum().backward()
+    assert torch.allclose(logp, want, atol=1e-5)
+    assert _relative_error(_grads(model), want_grad) < 1e-5

@@ -133,6 +133,10 @@ def _prefix_groups(model, input_ids: Tensor, attention_mask: Tensor) -> PrefixGr
     # the model is in train mode, with or without grad.
     if _checkpointing(model) and (model.training or torch.is_grad_enabled()):
         return None
+    # A sliding window counts cache columns, not positions: the padding between a group's shorter
+    # prefix and a row's rest would take real tokens' places in it. One group has no such padding.
+    window = _sliding_window(model)
+    one_group = window is not None and window < 2 * width
     right_padded = bool((attention_mask[:, :-1] >= attention_mask[:, 1:]).all())
     lengths = attention_mask.sum(1).tolist()
     if not right_padded or min(lengths) < 2:
@@ -155,6 +159,8 @@ def _prefix_groups(model, input_ids: Tensor, attention_mask: Tensor) -> PrefixGr
             else:
                 runs.append([row])
                 prefixes.append(None)
+        if one_group and len(runs) > 1:
+            continue
         longest = max(p for p in prefixes if p is not None)
         # a row alone computes its own prompt in the prefix pass (no padding added)
         prefixes = [
@@ -336,6 +342,17 @@ def _plain_head_parts(model):
     if decoder is None or head is None or decoder is base:
         return None
     return decoder, head
+
+
+def _sliding_window(model) -> int | None:
+    """The attention window when some layers slide (None: full attention everywhere)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(base, "config", None)
+    window = getattr(config, "sliding_window", None)
+    layer_types = getattr(config, "layer_types", None)
+    if not window or (layer_types is not None and "sliding_attention" not in layer_types):
+        return None
+    return int(window)
 
 
 def _checkpointing(model) -> bool:
