@@ -273,3 +273,69 @@ def test_sliding_window_attention_matches_the_definition(make_batch, scored):
     logp.sum().backward()
     assert torch.allclose(logp, want, atol=1e-5)
     assert _relative_error(_grads(model), want_grad) < 1e-5
+
+
+def _with_copies(ids, mask):
+    """Rows 0 and 2 repeated (a copy of 2 three times), in shuffled order."""
+    order = torch.tensor([0, 2, 1, 2, 0, 3, 2, 4, 5])
+    return ids[order], mask[order]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_copies_of_a_row_are_scored_once(monkeypatch, path):
+    model, ids, mask = _policy_and_batch_for_path(monkeypatch, path)
+    ids, mask = _with_copies(ids, mask)
+    weights = torch.linspace(0.5, 2.0, ids.shape[0])[:, None]  # each copy weighs differently
+
+    model.zero_grad()
+    want_logp, want_entropy = _reference(model, ids, mask, 0.7)
+    ((want_logp + want_entropy) * weights).sum().backward()
+    want_grad = _grads(model).clone()
+
+    rows_seen = []
+
+    def count_rows(_module, args, kwargs):
+        rows_seen.append((kwargs.get("input_ids") if "input_ids" in kwargs else args[0]).shape[0])
+
+    decoder = forward._plain_head_parts(model)[0]
+    hook = decoder.register_forward_pre_hook(count_rows, with_kwargs=True)
+    model.zero_grad()
+    logp, entropy = token_logprobs(model, ids, mask, temperature=0.7, with_entropy=True)
+    ((logp + entropy) * weights).sum().backward()
+    hook.remove()
+    assert torch.allclose(logp, want_logp, atol=1e-5)
+    assert torch.allclose(entropy, want_entropy, atol=1e-5)
+    assert _relative_error(_grads(model), want_grad) < 1e-5
+    model.zero_grad()
+    assert max(rows_seen) == 6  # the 6 distinct rows of 9
+
+
+def test_copies_are_found_by_tokens_attention_and_score_mask():
+    from spear_rl.models.unique_rows import distinct_rows
+
+    model = BigramLM(TABLE).eval()
+    ids = torch.tensor([[0, 1, 2, 0], [0, 1, 2, 0], [0, 1, 2, 0], [1, 1, 0, 0], [0, 1, 2, 0]])
+    # row 2 ends one token earlier (its last 0 is padding); row 4 scores another position
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]])
+    scored = torch.tensor([[0, 0, 1, 1], [0, 0, 1, 1], [0, 0, 1, 1], [0, 1, 0, 0], [0, 1, 1, 1]])
+    first, inverse = distinct_rows(model, ids, mask, scored)
+    assert len(first) == 4
+    assert inverse[0] == inverse[1] and len({int(inverse[i]) for i in (0, 2, 3, 4)}) == 4
+    assert (ids[first][inverse] == ids).all()
+    assert distinct_rows(model, ids[:1], mask[:1], None) is None
+    assert distinct_rows(model, ids[2:4], mask[2:4], None) is None  # all distinct
+
+
+def test_copies_are_not_merged_under_active_dropout():
+    from spear_rl.models.unique_rows import distinct_rows
+
+    model = BigramLM(TABLE)
+    ids, mask = IDS[[0, 0]], MASK[[0, 0]]
+    assert distinct_rows(model.eval(), ids, mask, None) is not None
+    assert distinct_rows(model.train(), ids, mask, None) is not None  # no dropout anywhere
+    model.config.attention_dropout = 0.1
+    assert distinct_rows(model.train(), ids, mask, None) is None
+    assert distinct_rows(model.eval(), ids, mask, None) is not None
+    model.config.attention_dropout = 0.0
+    model.drop = torch.nn.Dropout(0.2)
+    assert distinct_rows(model.train(), ids, mask, None) is None

@@ -15,6 +15,8 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from spear_rl.models.unique_rows import distinct_rows
+
 # Largest logits block materialised at once (floats): 16M = 64 MiB in fp32.
 LOGITS_CHUNK_ELEMENTS = 1 << 24
 
@@ -49,9 +51,28 @@ def token_logprobs(
     response tokens of a loss mask); the others are 0. The decoder still reads every token, but the
     LM head projects only the scored positions: with long prompts and short replies most of its
     work (and, with a large vocabulary, most of the logits memory) is on prompt tokens.
+
+    Rows that are copies of one another (same tokens, same score mask) are computed once, unless
+    the model is training with dropout; rows sharing a prompt prefix compute it once.
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0 to score tokens, got {temperature}")
+    distinct = distinct_rows(model, input_ids, attention_mask, score_mask)
+    if distinct is not None:  # copies of a row are scored once (models/unique_rows.py)
+        first, inverse = distinct
+        logp, entropy = _rows_logprobs(
+            model,
+            input_ids[first],
+            attention_mask[first],
+            temperature,
+            with_entropy,
+            None if score_mask is None else score_mask[first],
+        )
+        return logp[inverse], (None if entropy is None else entropy[inverse])
+    return _rows_logprobs(model, input_ids, attention_mask, temperature, with_entropy, score_mask)
+
+
+def _rows_logprobs(model, input_ids, attention_mask, temperature, with_entropy, score_mask):
     if input_ids.shape[1] < 2:
         zeros = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
         return zeros, (zeros.clone() if with_entropy else None)

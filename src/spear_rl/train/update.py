@@ -180,9 +180,10 @@ def backward_loss(
 def micro_batch_rows(samples: Sequence[Sample], micro_batch_size: int) -> list[list[int]]:
     """The sample indices of each micro-batch (0 = one micro-batch of all).
 
-    Split several ways, the samples are first sorted by prompt length, prompt and reply length:
-    each padded micro-batch then holds rows of similar length (less padding), and the copies of
-    one prompt (a GRPO group) stay together, so `token_logprobs` computes that prompt once. The
+    Split several ways, the samples are first sorted by prompt length, prompt and reply: each
+    padded micro-batch then holds rows of similar length (less padding), the copies of one prompt
+    (a GRPO group) stay together, so `token_logprobs` computes that prompt once, and so do the
+    copies of one whole sample (episodes that played alike), which it scores once. The
     order changes no loss or gradient (the cov token choice is made in sample order, see
     `mini_batch_selection`); with one micro-batch the samples keep their order.
     """
@@ -194,6 +195,7 @@ def micro_batch_rows(samples: Sequence[Sample], micro_batch_size: int) -> list[l
                 len(samples[i].prompt_ids),
                 samples[i].prompt_ids,
                 len(samples[i].response_ids),
+                samples[i].response_ids,
             )
         )
     return [order[i : i + micro] for i in range(0, len(order), micro)]
