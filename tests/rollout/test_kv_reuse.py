@@ -191,3 +191,17 @@ def test_engine_frees_its_cache_and_drops_it_when_the_weights_change(policy):
 def test_switch_is_a_config_key():
     assert RolloutConfig().kv_reuse is True
     assert dataclasses.replace(RolloutConfig(), kv_reuse=False).kv_reuse is False
+
+
+def test_a_cache_layer_that_takes_only_keys_turns_reuse_off_with_a_warning(policy, monkeypatch):
+    from transformers.cache_utils import StaticLayer
+
+    from spear_rl.rollout.generation import supports_kv_reuse
+
+    model, tokenizer = policy
+    assert supports_kv_reuse(model)
+    monkeypatch.setattr(StaticLayer, "lazy_initialization", lambda self, key_states: None)
+    assert not supports_kv_reuse(model)
+    with pytest.warns(UserWarning, match="prefilled in full"):
+        engine = HFEngine(model, tokenizer.pad_token_id, 64, kv_reuse=True)
+    assert engine.kv_reuse is False

@@ -23,6 +23,7 @@ the ratio. `temperature == 0` means greedy decoding, with log-probs of the untem
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -327,14 +328,23 @@ def _place_prefixes(cache, sources: list[PrefixKV | None], held: int) -> None:
 
 
 def supports_kv_reuse(model) -> bool:
-    """Prefix copying writes StaticLayer internals: only for plain full-attention static layers."""
+    """Prefix copying writes StaticLayer internals: only for plain full-attention static layers,
+    in a transformers version whose layers take (keys, values) to initialise (not all 5.x do)."""
     cache = StaticCache(config=_config(model), max_cache_len=1)
     return all(
         type(layer) is StaticLayer
         and hasattr(layer, "cumulative_length")
-        and hasattr(layer, "lazy_initialization")
+        and _takes_keys_and_values(getattr(layer, "lazy_initialization", None))
         for layer in cache.layers
     )
+
+
+def _takes_keys_and_values(method) -> bool:
+    if method is None:
+        return False
+    kinds = [p.kind for p in inspect.signature(method).parameters.values()]
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return inspect.Parameter.VAR_POSITIONAL in kinds or sum(k in positional for k in kinds) >= 2
 
 
 def _shared_prefix_length(prompts: Sequence[Sequence[int]]) -> int:

@@ -15,6 +15,7 @@ rounding (tests/rollout/test_kv_reuse.py), nor the order in which the generator 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -38,6 +39,13 @@ class HFEngine:
         self.batch_size = batch_size
         # a model whose cache is not plain full attention (sliding windows) prefills every prompt
         self.kv_reuse = kv_reuse and supports_kv_reuse(model)
+        if kv_reuse and not self.kv_reuse:
+            warnings.warn(
+                "rollout.kv_reuse: this model's KV cache (sliding-window layers, or a transformers "
+                "version whose static cache layers differ) cannot take reused keys/values; every "
+                "prompt is prefilled in full (same samples, slower)",
+                stacklevel=2,
+            )
         self.store = KVStore()
         self._fingerprint: tuple | None = None
 
