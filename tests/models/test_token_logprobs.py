@@ -336,6 +336,10 @@ def test_copies_are_not_merged_under_active_dropout():
     model.config.attention_dropout = 0.1
     assert distinct_rows(model.train(), ids, mask, None) is None
     assert distinct_rows(model.eval(), ids, mask, None) is not None
+    wrapped = torch.nn.Module()  # DDP's shape: the model, its config included, in .module
+    wrapped.module = model
+    assert distinct_rows(wrapped.train(), ids, mask, None) is None
     model.config.attention_dropout = 0.0
+    assert distinct_rows(wrapped.train(), ids, mask, None) is not None
     model.drop = torch.nn.Dropout(0.2)
     assert distinct_rows(model.train(), ids, mask, None) is None

@@ -54,7 +54,10 @@ def distinct_rows(
 def _dropout_active(model) -> bool:
     if not model.training:
         return False
-    config = getattr(model, "config", None)
+    inner = model
+    for wrapper in ("module", "_orig_mod"):  # DDP, torch.compile: the config is on the inner model
+        inner = getattr(inner, wrapper, inner)
+    config = getattr(model, "config", None) or getattr(inner, "config", None)
     if any(float(getattr(config, name, 0.0) or 0.0) > 0 for name in _DROPOUT_FIELDS):
         return True
     return any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
