@@ -5,8 +5,9 @@ every per_turn prompt); the first observation is a one-line reminder of the answ
 question is not shown twice. Each model turn is one of:
 
 - a tool call (the first one in the response; see `response_parsing.py`): the code runs in the
-  sandbox and its output is the next observation (a `tool` message, loss mask 0 in the `whole`
-  layout); reward 0; `info["tool_call"]` is True when code was executed (K_tau counts these);
+  sandbox (with `interpreter="calculator"` it is read as arithmetic and never run, so no sandbox
+  is needed: `calculator.py`) and its output is the next observation (a `tool` message, loss mask
+  0 in the `whole` layout); reward 0; `info["tool_call"]` is True when code was executed (K_tau counts these);
 - a final answer `\\boxed{...}`: checked with math-verify against the gold answer; reward +1
   (correct) or -1 (wrong); the episode ends; `info["correct"]`;
 - a malformed tool call (broken JSON, unknown tool): an invalid turn whose `info["feedback"]` says
@@ -24,6 +25,7 @@ import random
 from typing import Any
 
 from spear_rl.envs.base import StepResult, register_env
+from spear_rl.envs.math_tool.calculator import run_calculator
 from spear_rl.envs.math_tool.data import MathProblem, load_problems
 from spear_rl.envs.math_tool.response_parsing import (
     TOOL_FORMATS,
@@ -45,9 +47,11 @@ FIRST_OBSERVATION = "Solve the task. Run Python if it helps; give the final answ
 NO_TOOL_CALLS_LEFT = "No tool calls left; the episode ended without a final answer."
 
 _EXAMPLE_CODE = "print(2 ** 10 % 7)"
+INTERPRETERS = ("python", "calculator")
+CALCULATOR_CODE = "Python arithmetic (numbers, + - * / // % **, variables, abs/round/min/max/pow)"
 
 
-def build_system_prompt(tool_format: str, max_tool_turns: int) -> str:
+def build_system_prompt(tool_format: str, max_tool_turns: int, interpreter: str = "python") -> str:
     """What the agent is told: reason, optionally run Python, answer in \\boxed{}."""
     formats = []
     if tool_format in ("auto", "hermes"):
@@ -55,8 +59,9 @@ def build_system_prompt(tool_format: str, max_tool_turns: int) -> str:
     if tool_format in ("auto", "markdown"):
         formats.append(format_tool_call(_EXAMPLE_CODE, "markdown"))
     how = "\nor\n".join(formats)
+    what = "Python code" if interpreter == "python" else CALCULATOR_CODE
     return (
-        "You solve math problems. Think step by step. You may run Python code to compute "
+        f"You solve math problems. Think step by step. You may run {what} to compute "
         f"(at most {max_tool_turns} times) by writing\n{how}\n"
         "Only the first tool call in a reply runs; print() what you need, and its output comes "
         "back in the next message. When you are sure, give the final answer as \\boxed{answer}."
@@ -96,6 +101,7 @@ class MathToolEnv(ToolEnv):
         eval_fraction: float = 0.1,
         dataset_kwargs: dict | None = None,
         expert_direct_prob: float = 0.5,
+        interpreter: str = "python",
     ) -> None:
         super().__init__()
         if tool_format not in TOOL_FORMATS:
@@ -109,9 +115,15 @@ class MathToolEnv(ToolEnv):
             raise ValueError(f"max_turns must be an integer >= 1, got {max_turns!r}")
         if not 0.0 <= expert_direct_prob <= 1.0:
             raise ValueError(f"expert_direct_prob must be in [0, 1], got {expert_direct_prob}")
+        if interpreter not in INTERPRETERS:
+            raise ValueError(
+                f"interpreter must be one of {', '.join(INTERPRETERS)}; got {interpreter!r}"
+            )
         require_math_verify()  # fail now, not on the first answer
         self.limits = _as_limits(sandbox)
-        check_sandbox(self.limits)  # probes once per process; a clear error if nothing can run
+        self.interpreter = interpreter
+        if interpreter == "python":
+            check_sandbox(self.limits)  # probes once per process; a clear error if nothing can run
         self.problems = load_problems(
             dataset,
             question_field=question_field,
@@ -127,7 +139,7 @@ class MathToolEnv(ToolEnv):
             max_turns,
         )
         self.expert_direct_prob = expert_direct_prob
-        self.instructions = build_system_prompt(tool_format, max_tool_turns)
+        self.instructions = build_system_prompt(tool_format, max_tool_turns, interpreter)
         self.invalid_feedback = build_invalid_feedback(tool_format)
         # Where a rollout may stop generating so that nothing follows a tool call.
         self.tool_call_stop_strings = ["</tool_call>"] if tool_format != "markdown" else []
@@ -177,7 +189,12 @@ class MathToolEnv(ToolEnv):
             info = {"tool_call": False, "correct": False, "end_reason": "tool_budget"}
             return StepResult(NO_TOOL_CALLS_LEFT, WRONG_REWARD, True, info)
         self.tool_turns += 1
-        result = run_code(code, self.limits)
+        if self.interpreter == "calculator":
+            result = run_calculator(
+                code, self.limits.max_output_chars, max_code_chars=self.limits.max_code_chars
+            )
+        else:
+            result = run_code(code, self.limits)
         executed = result.reason != "invalid_code"
         self.tool_calls += int(executed)
         observation = result.output
