@@ -79,6 +79,36 @@ def test_batched_equals_one_by_one_greedy(policy):
         assert alone.logprobs == pytest.approx(out.logprobs, abs=1e-4)
 
 
+def test_stopped_rows_leave_the_batch_and_change_nothing(policy):
+    model, tokenizer = policy
+    note = tokenizer.encode("Note: ", add_special_tokens=False)
+    prompts = _prompts(tokenizer) + [note + p for p in _prompts(tokenizer)]
+    free = _gen(model, tokenizer, prompts, n=12, stops=[10**9], temperature=0)
+    # rows 0 and 4 stop at once, row 1 (which switches tokens after a few steps) later
+    stops = sorted({free[0].token_ids[0], free[4].token_ids[0], free[1].token_ids[-1]})
+    sizes: list[int] = []
+    hook = model.register_forward_pre_hook(
+        lambda _m, _a, kwargs: sizes.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+    )
+    try:
+        batched = _gen(model, tokenizer, prompts, n=12, stops=stops, temperature=0, keep_kv=True)
+    finally:
+        hook.remove()
+    assert sizes[0] == len(prompts) and min(sizes) < len(prompts), sizes  # stopped rows dropped
+    for prompt, out in zip(prompts, batched, strict=True):
+        alone = _gen(model, tokenizer, [prompt], n=12, stops=stops, temperature=0)[0]
+        assert alone.token_ids == out.token_ids
+        assert alone.logprobs == pytest.approx(out.logprobs, abs=1e-4)
+        # the keys/values kept for the next turn are the row's own, whichever step it left at
+        fresh = generation._prefill_prefix(model, list(prompt) + out.token_ids[:-1])
+        assert out.kv.ids == fresh.ids
+        for (keys, values), (fresh_keys, fresh_values) in zip(
+            out.kv.layers, fresh.layers, strict=True
+        ):
+            assert torch.allclose(keys, fresh_keys, atol=1e-5)
+            assert torch.allclose(values, fresh_values, atol=1e-5)
+
+
 def test_shared_prefix_prefill_changes_nothing(policy, monkeypatch):
     model, tokenizer = policy
     prefix = tokenizer.encode(

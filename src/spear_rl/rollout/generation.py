@@ -203,7 +203,8 @@ def _sample_loop(
     left-padded after it; holes and pads are masked and position ids count real tokens, so a row
     computes exactly what it would alone. The KV cache is a preallocated StaticCache: on CPU it is
     faster per step than the growing DynamicCache, which re-concatenates the whole cache every
-    step. Rows that stopped keep being computed (their tokens are ignored); the loop ends when all
+    step. Rows that stopped are dropped from the batch (cache rows included) once they are a quarter
+    of it, so a few long replies do not keep every finished row computing; the loop ends when all
     rows stop. Only rows that are their own first copy (`copy_of[row] == row`) are prefilled; the
     others get a copy of their first copy's cache and logits.
     """
@@ -244,20 +245,47 @@ def _sample_loop(
     next_position = prompt_mask.sum(-1, keepdim=True)  # [B, 1]
     tokens: list[list[int]] = [[] for _ in range(batch)]
     logprobs: list[list[float]] = [[] for _ in range(batch)]
-    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)  # per prompt
+    rows = torch.arange(batch, device=device)  # the prompt in each slot of the (shrinking) batch
+    kvs: list[PrefixKV | None] = [None] * batch
     stops = stops.to(device)
+    droppable = all(type(layer) is StaticLayer for layer in cache.layers)
+
+    def keep_row_kv(slot: int, row: int) -> None:
+        # the row's real slots: its reused prefix, its prompt's rest, its tokens but the last
+        # (never fed); rests and generated tokens are contiguous
+        start = held + width - len(rests[row])
+        spans = ((held - lengths[row], held), (start, held + width + len(tokens[row]) - 1))
+        kvs[row] = PrefixKV(
+            list(prompts[row]) + tokens[row][:-1],
+            [_slots(layer, slot, spans) for layer in cache.layers],
+        )
+
     for step in range(max_new_tokens):
         chosen, chosen_logp = _sample(logits, temperature, top_p, generator)
-        live = (~finished).tolist()
-        for row, (token, logp) in enumerate(
-            zip(chosen.tolist(), chosen_logp.tolist(), strict=True)
+        was_done = finished[rows].tolist()
+        for row, done, token, logp in zip(
+            rows.tolist(), was_done, chosen.tolist(), chosen_logp.tolist(), strict=True
         ):
-            if live[row]:
+            if not done:
                 tokens[row].append(token)
                 logprobs[row].append(logp)
-        finished |= torch.isin(chosen, stops)
+        finished[rows] |= torch.isin(chosen, stops)
         if step == max_new_tokens - 1 or bool(finished.all()):
             break
+        done = finished[rows]
+        # drop the stopped rows once they are a quarter of the batch (the copy then pays for
+        # itself); only plain static layers, whose rows this can index
+        if droppable and int(done.sum()) * 4 >= len(rows):
+            if keep_kv:
+                for slot in done.nonzero().flatten().tolist():
+                    keep_row_kv(slot, int(rows[slot]))
+            live = (~done).nonzero().flatten()
+            rows, chosen = rows[live], chosen[live]
+            full_mask, next_position = full_mask[live], next_position[live]
+            for layer in cache.layers:  # plain static layers: keep the live rows
+                layer.keys, layer.values = layer.keys[live], layer.values[live]
+                layer.batch_size = len(live)
         logits = model(
             input_ids=chosen.unsqueeze(-1),
             attention_mask=full_mask,
@@ -266,17 +294,9 @@ def _sample_loop(
             use_cache=True,
         ).logits[:, -1]
         next_position = next_position + 1
-    kvs: list[PrefixKV | None] = [None] * batch
     if keep_kv:
-        for row in range(batch):
-            # the row's real slots: its reused prefix, its prompt's rest, its tokens but the last
-            # (never fed); rests and generated tokens are contiguous
-            start = held + width - len(rests[row])
-            spans = ((held - lengths[row], held), (start, held + width + len(tokens[row]) - 1))
-            kvs[row] = PrefixKV(
-                list(prompts[row]) + tokens[row][:-1],
-                [_slots(layer, row, spans) for layer in cache.layers],
-            )
+        for slot, row in enumerate(rows.tolist()):
+            keep_row_kv(slot, row)
     return tokens, logprobs, finished.tolist(), kvs
 
 
