@@ -36,6 +36,9 @@ from spear_rl.models.forward import CACHE_KWARG, positions_from_mask
 # Prompts sharing a prefix this long (the system prompt, in practice) prefill it once per batch.
 MIN_SHARED_PREFIX = 16
 SHARE_PREFIXES = True  # switch for tests and benchmarks
+# Rows that stopped leave the decoding batch once they are this share of it (see _sample_loop).
+DROP_STOPPED_SHARE = 0.25
+DROP_STOPPED_ROWS = True  # switch for benchmarks (benchmarks/drop_stopped.py)
 
 
 @dataclass
@@ -249,7 +252,7 @@ def _sample_loop(
     rows = torch.arange(batch, device=device)  # the prompt in each slot of the (shrinking) batch
     kvs: list[PrefixKV | None] = [None] * batch
     stops = stops.to(device)
-    droppable = all(type(layer) is StaticLayer for layer in cache.layers)
+    droppable = DROP_STOPPED_ROWS and all(type(layer) is StaticLayer for layer in cache.layers)
 
     def keep_row_kv(slot: int, row: int) -> None:
         # the row's real slots: its reused prefix, its prompt's rest, its tokens but the last
@@ -276,7 +279,7 @@ def _sample_loop(
         done = finished[rows]
         # drop the stopped rows once they are a quarter of the batch (the copy then pays for
         # itself); only plain static layers, whose rows this can index
-        if droppable and int(done.sum()) * 4 >= len(rows):
+        if droppable and int(done.sum()) >= DROP_STOPPED_SHARE * len(rows):
             if keep_kv:
                 for slot in done.nonzero().flatten().tolist():
                     keep_row_kv(slot, int(rows[slot]))
