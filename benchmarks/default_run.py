@@ -1,8 +1,8 @@
 """Is the default `spear train` faster end to end than at an older commit?
 
-Exports `src/` of each git ref into a temporary folder and runs `python -m spear_rl.cli train` (the
-built-in default, as the README's first command runs it) from each, in alternating order for a
-few rounds, one fresh process per run (this machine is noisy). Every run gets an empty SFT cache,
+Exports `src/` of each git ref into a temporary folder and runs `python -m spear_rl.cli train` (by
+default `--recipe sokoban/spear`: the built-in default when issue 34 was filed) from each, in
+alternating order for a few rounds, one fresh process per run (this machine is noisy). Every run gets an empty SFT cache,
 so it measures a new user's first run; `--cached` adds one more run per ref on a warmed cache.
 Reports wall seconds per run, its split (SFT, generation, update, evaluation and the rest, from
 the run's metrics), the old/new ratio per round, and both runs' closing line, so a change of
@@ -78,10 +78,16 @@ def main() -> None:
     parser.add_argument("--old", default="7fc445a", help="git ref of the baseline")
     parser.add_argument("--new", default="HEAD", help="git ref to compare (committed code)")
     parser.add_argument("--rounds", type=int, default=2, help="old/new pairs, alternating order")
+    parser.add_argument(
+        "--recipe",
+        default="sokoban/spear",
+        help="the job to time (default: the built-in default when issue 34 was filed; '' = "
+        "each ref's own built-in default)",
+    )
     parser.add_argument("--cached", action="store_true", help="also one run on a warmed cache")
     parser.add_argument("--out", type=Path, default=OUT)
     args, extra = parser.parse_known_args()
-    extra = [a for a in extra if a != "--"]
+    extra = [a for a in extra if a != "--"] + ([f"--recipe={args.recipe}"] if args.recipe else [])
     results: dict[str, list[dict]] = {"old": [], "new": []}
     cached: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,8 +1,8 @@
 """Does keeping keys/values between turns (`rollout.kv_reuse`) pay? Prefilled tokens and generation
 speed of the multi-turn rollout with the `hf` engine, reuse off vs on, interleaved in one run.
 
-For each layout (default: the default recipe `sokoban/spear`, which is `per_turn`, and the same
-recipe with `--rollout.layout=whole`), each round rolls out one training step's episodes
+For each layout (default: `sokoban/spear`, the default recipe until 2026-12-07, `per_turn`, and the
+same recipe with `--rollout.layout=whole`), each round rolls out one training step's episodes
 (`train.batch_tasks` x `rollout.group_size`, that step's task seeds) with reuse off and on, in
 alternating order (off-on, on-off, ...), same seed for both. Reported per layout and setting:
 prefilled prompt tokens per step, the tokens a full prefill of every prompt would cost, generation

@@ -1,7 +1,7 @@
 """Does scoring each distinct row once (`models/unique_rows.py`) speed up the default run's update?
 
 A low-entropy policy plays the same moves in many episodes of a group, so the per_turn update batch
-holds exact copies of one sample. This runs the default recipe (`sokoban/spear`, its cached SFT
+holds exact copies of one sample. This runs the old default recipe (`sokoban/spear`, its cached SFT
 warm start) for a few steps with the copies merged and with every row scored, in alternating order
 in one process (this machine is noisy), and reports the median seconds per step of the update and
 of the whole step, the share of update rows that were copies, and the on/off ratios.

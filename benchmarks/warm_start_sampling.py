@@ -5,8 +5,8 @@ action, and RL's first effect, sharpening, can only help it; one that wins only 
 its wins to randomness, and sharpening removes them. Runs the recipe's SFT warm start (cached as in
 training) and evaluates it on the same held-out seeds at each temperature.
 
-    python benchmarks/warm_start_sampling.py                       # the default recipe
-    python benchmarks/warm_start_sampling.py --sft.episodes=2048   # more expert data
+    python benchmarks/warm_start_sampling.py --recipe sokoban/spear                       # the old default
+    python benchmarks/warm_start_sampling.py --recipe sokoban/spear --sft.episodes=2048   # more data
 """
 
 from __future__ import annotations

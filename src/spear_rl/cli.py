@@ -57,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=False)
 
     p = sub.add_parser(
-        "train", help="train an agent from a recipe (default: Sokoban SPEAR, tiny policy, CPU)"
+        "train",
+        help="train an agent from a recipe (default: SPEAR, SmolLM2-135M on arithmetic with a "
+        "calculator tool, CPU)",
     )
     p.add_argument(
         "--recipe", default=None, help="a recipe name (see `spear recipes`) or a YAML path"
@@ -165,9 +167,10 @@ def dispatch(args: argparse.Namespace, rest: list[str], parser: argparse.Argumen
         print(f"wrote {out}")
         return 0
     if args.command == "recipes":
-        from spear_rl.train.config import list_recipes
+        from spear_rl.train.config import DEFAULT_RECIPE, list_recipes
 
-        print("\n".join(list_recipes()))
+        for name in list_recipes():
+            print(f"{name}  (the default)" if name == DEFAULT_RECIPE else name)
         return 0
     parser.print_help()
     return 2

@@ -41,7 +41,7 @@ from spear_rl.train.sft import SFTConfig
 __all__ = ["Config", "ConfigError", "config_from_dict", "load_config", "validate_config"]
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
-DEFAULT_RECIPE = "sokoban/spear"
+DEFAULT_RECIPE = "math/smollm2-calculator"
 
 
 @dataclass
