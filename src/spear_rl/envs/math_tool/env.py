@@ -7,7 +7,8 @@ question is not shown twice. Each model turn is one of:
 - a tool call (the first one in the response; see `response_parsing.py`): the code runs in the
   sandbox (with `interpreter="calculator"` it is read as arithmetic and never run, so no sandbox
   is needed: `calculator.py`) and its output is the next observation (a `tool` message, loss mask
-  0 in the `whole` layout); reward 0; `info["tool_call"]` is True when code was executed (K_tau counts these);
+  0 in the `whole` layout); reward 0; `info["tool_call"]` is True when code was executed (K_tau
+  counts these);
 - a final answer `\\boxed{...}`: checked with math-verify against the gold answer; reward +1
   (correct) or -1 (wrong); the episode ends; `info["correct"]`;
 - a malformed tool call (broken JSON, unknown tool): an invalid turn whose `info["feedback"]` says
