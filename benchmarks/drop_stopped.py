@@ -19,15 +19,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
 
 import spear_rl.rollout.generation as generation
-from spear_rl.rollout.engines.hf import HFEngine
-from spear_rl.rollout.runner import run_rollout
+from spear_rl.experiments.interleaved import spread
+from spear_rl.experiments.timed_rollout import timed_rollout
 from spear_rl.train.config import load_config, parse_overrides
 from spear_rl.train.evaluate import eval_seeds
 from spear_rl.train.runtime import make_env_factory, task_seeds
@@ -37,26 +35,8 @@ OUT = Path("benchmarks/results/drop_stopped.json")
 
 
 def one_rollout(model, tokenizer, env_factory, rollout_cfg, seeds: list[int], seed: int) -> dict:
-    engine = HFEngine(
-        model, tokenizer.pad_token_id, rollout_cfg.generation_batch_size, rollout_cfg.kv_reuse
-    )
-    started = time.perf_counter()
-    result = run_rollout(
-        model, tokenizer, env_factory, seeds, rollout_cfg, seed=seed, engine=engine
-    )
-    turns = sum(len(t.turns) for t in result.trajectories)
-    generated = result.stats["response_len_mean"] * turns
-    return {
-        "rollout_s": time.perf_counter() - started,
-        "generate_s": result.timings["generate"],
-        "generated_tokens": generated,
-        "tokens_per_s": generated / result.timings["generate"],
-        "success": result.stats.get("success_rate"),
-    }
-
-
-def spread(values: list[float]) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+    run, _ = timed_rollout(model, tokenizer, env_factory, seeds, rollout_cfg, seed)
+    return run
 
 
 def main() -> None:

@@ -22,14 +22,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
 
-from spear_rl.rollout.engines.hf import HFEngine
-from spear_rl.rollout.runner import run_rollout
+from spear_rl.experiments.interleaved import spread
+from spear_rl.experiments.timed_rollout import timed_rollout
 from spear_rl.train.config import load_config, parse_overrides
 from spear_rl.train.runtime import make_env_factory, task_seeds
 from spear_rl.train.warm_start import initial_policy
@@ -38,31 +36,15 @@ OUT = Path("benchmarks/results/kv_reuse.json")
 
 
 def one_rollout(model, tokenizer, env_factory, cfg, rollout_cfg, step: int) -> dict:
-    engine = HFEngine(
-        model, tokenizer.pad_token_id, rollout_cfg.generation_batch_size, rollout_cfg.kv_reuse
+    run, result = timed_rollout(
+        model, tokenizer, env_factory, task_seeds(cfg, step), rollout_cfg, seed=step
     )
-    t0, cpu0 = time.perf_counter(), time.process_time()
-    result = run_rollout(
-        model, tokenizer, env_factory, task_seeds(cfg, step), rollout_cfg, seed=step, engine=engine
+    counts = ("prefill_tokens", "prefill_tokens_full", "kv_full_prefills")
+    return (
+        run
+        | {key: result.stats[key] for key in counts}
+        | {"responses": [s.response_ids for s in result.samples]}
     )
-    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    turns = sum(len(t.turns) for t in result.trajectories)
-    generated = result.stats["response_len_mean"] * turns
-    return {
-        "prefill_tokens": result.stats["prefill_tokens"],
-        "prefill_tokens_full": result.stats["prefill_tokens_full"],
-        "kv_full_prefills": result.stats["kv_full_prefills"],
-        "generate_s": result.timings["generate"],
-        "rollout_s": wall,
-        "rollout_cpu_s": cpu,  # all threads' CPU time: steadier than wall time on a busy machine
-        "generated_tokens": generated,
-        "tokens_per_s": generated / result.timings["generate"],
-        "responses": [s.response_ids for s in result.samples],
-    }
-
-
-def spread(values: list[float]) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 def measure(args, layout: str, model, tokenizer) -> dict:

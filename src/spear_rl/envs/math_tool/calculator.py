@@ -22,7 +22,7 @@ import operator
 import time
 from collections.abc import Callable
 
-from spear_rl.envs.math_tool.sandbox import ToolResult, truncate_middle
+from spear_rl.envs.math_tool.sandbox import ToolResult, check_code_input, truncate_middle
 
 ISOLATION = "calculator"  # ToolResult.isolation: nothing ran in a process
 MAX_INT_BITS = 10_000  # about 3,000 decimal digits; larger results are an error
@@ -63,13 +63,9 @@ def run_calculator(
 ) -> ToolResult:
     """Evaluate `code` as a calculator; the result reads like `sandbox.run_code`'s."""
     started = time.monotonic()
-    if not isinstance(code, str) or not code.strip():
-        return ToolResult(
-            "Error: the tool call contains no code to run.", False, "invalid_code", 0.0
-        )
-    if len(code) > max_code_chars:
-        message = f"Error: the code is too long ({len(code)} characters; at most {max_code_chars})."
-        return ToolResult(message, False, "invalid_code", 0.0)
+    refused = check_code_input(code, max_code_chars)
+    if refused is not None:
+        return refused
     try:
         tree = ast.parse(code, mode="exec")
     except SyntaxError as err:

@@ -224,17 +224,26 @@ def _log_choice(found: _Resolved, failures: list[str], cgroup_why: str) -> None:
 
 
 # ---- public API ---------------------------------------------------------------------------------
-def run_code(code: str, limits: SandboxLimits | None = None) -> ToolResult:
-    """Run `code` in the sandbox and describe the outcome for the model. Never raises."""
-    limits = limits or SandboxLimits()
-    start = time.monotonic()
+def check_code_input(code, max_code_chars: int) -> ToolResult | None:
+    """The refusal for code no interpreter should look at (none, or too long), else None. Shared
+    by the sandbox and the calculator, so the model reads the same message from either."""
     if not isinstance(code, str) or not code.strip():
         return ToolResult(
             "Error: the tool call contains no code to run.", False, "invalid_code", 0.0
         )
-    if len(code) > limits.max_code_chars:
-        message = f"Error: the code is too long ({len(code)} characters; at most {limits.max_code_chars})."
+    if len(code) > max_code_chars:
+        message = f"Error: the code is too long ({len(code)} characters; at most {max_code_chars})."
         return ToolResult(message, False, "invalid_code", 0.0)
+    return None
+
+
+def run_code(code: str, limits: SandboxLimits | None = None) -> ToolResult:
+    """Run `code` in the sandbox and describe the outcome for the model. Never raises."""
+    limits = limits or SandboxLimits()
+    start = time.monotonic()
+    refused = check_code_input(code, limits.max_code_chars)
+    if refused is not None:
+        return refused
     try:
         resolved = _resolve(limits)
         return dataclasses.replace(_execute(resolved, code, limits), isolation=resolved.level)
