@@ -2,7 +2,7 @@
 
 Transformers' `sdpa` attention repeats each key/value head for its group of query heads
 (`repeat_kv`) whenever an attention mask is given on a CPU: a full copy of the KV cache, in every
-layer, at every decoding step. Every batch here is padded, so there always is a mask. PyTorch's
+layer, at every decoding step. Batches here are padded, so there nearly always is a mask. PyTorch's
 SDPA takes grouped heads itself (`enable_gqa`, torch >= 2.5) and on the CPU gives the same output
 bit for bit, without the copy (tests/models/test_attention.py). With SmolLM2-135M (9 query heads, 3
 key/value heads) the copies were 39% of a decoding step's time.
