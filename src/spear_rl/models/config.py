@@ -38,7 +38,11 @@ class ModelConfig(Settings):
     tiny_vocab: int = setting(2048, "tiny model: BPE vocabulary size", ge=256)
     lora_rank: int = setting(0, "> 0 wraps the model with a LoRA adapter (spear-rl[lora])", ge=0)
     lora_alpha: float = setting(0.0, "LoRA alpha; 0 = 2 * lora_rank", ge=0)
-    dtype: str = setting("float32", "parameter dtype (fp32 is fastest on CPU)", choices=DTYPE_NAMES)
+    dtype: str = setting(
+        "float32",
+        "parameter dtype; on a CPU keep float32 weights (bf16 arithmetic: sft.precision)",
+        choices=DTYPE_NAMES,
+    )
     gradient_checkpointing: bool = setting(False, "recompute activations in the backward pass")
 
 

@@ -25,6 +25,7 @@ from spear_rl.rollout.batch import collate_samples
 from spear_rl.rollout.config import RolloutConfig
 from spear_rl.rollout.prompts import EpisodeRenderer, render_user_message
 from spear_rl.rollout.sample import Sample
+from spear_rl.train.precision import PRECISIONS, adamw, autocast, resolve_precision
 
 # Share of corpus-walk turns that take a random (often useless or invalid) action, so the tokenizer
 # also sees off-expert observations and the invalid-turn feedback.
@@ -58,6 +59,13 @@ class SFTConfig(Settings):
         "auto",
         "folder that caches the warmed-up policy, keyed by exactly what SFT reads: auto = "
         "$SPEAR_CACHE_DIR/sft or ~/.cache/spear-rl/sft; a path; off (or empty) = no cache",
+    )
+    precision: str = setting(
+        "float32",
+        "arithmetic of the warm start's forward pass: float32; bfloat16 (autocast: weights, "
+        "gradients and AdamW stay in the parameter dtype); auto = bfloat16 where the device "
+        "multiplies it natively (a CPU with AMX or AVX512-BF16, a CUDA GPU), else float32",
+        choices=PRECISIONS,
     )
     # DART (Laskey et al. 2017): a policy that never saw its own slips drifts off after the first.
     detour_rate: float = setting(
@@ -193,12 +201,13 @@ def run_sft(
         return {**stats, "steps": 0, "seconds": time.perf_counter() - started}
 
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=sft_cfg.lr, weight_decay=0.0)
+    optimizer = adamw(params, lr=sft_cfg.lr)
     batch_size = max(1, sft_cfg.batch_size)
     steps_per_epoch = math.ceil(len(samples) / batch_size)
     planned = steps_per_epoch * max(1, sft_cfg.epochs)
     pad = pad_token_id(tokenizer)
     device = next(model.parameters()).device
+    precision = resolve_precision(sft_cfg.precision, device)
     rng = random.Random(seed)
     was_training = model.training
     model.train()
@@ -220,9 +229,10 @@ def run_sft(
             mask = batch.loss_mask
             # without a prompt loss only the response tokens need scoring (the LM head skips prompts)
             scored = None if sft_cfg.prompt_loss_weight else mask
-            logp, _ = token_logprobs(
-                model, batch.input_ids, batch.attention_mask, score_mask=scored
-            )
+            with autocast(precision, device):
+                logp, _ = token_logprobs(
+                    model, batch.input_ids, batch.attention_mask, score_mask=scored
+                )
             loss = -(logp * mask).sum() / mask.sum().clamp(min=1)
             total = loss
             if sft_cfg.prompt_loss_weight:
@@ -263,6 +273,7 @@ def run_sft(
         **stats,
         "steps": step,
         "planned_steps": planned,
+        "precision": precision,
         "stopped_early": stopped_early,
         "loss_first": losses[0],
         "loss_last": losses[-1],

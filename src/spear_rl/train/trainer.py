@@ -49,6 +49,7 @@ from spear_rl.train.evaluate import evaluate_at_step, is_eval_step
 from spear_rl.train.interrupt import StopRequest, interrupted, stop_at_step_end
 from spear_rl.train.metrics import MetricsLogger, Progress, log_sft_stats
 from spear_rl.train.parallel import broadcast_parameters, full_weights, wrap_model
+from spear_rl.train.precision import adamw
 from spear_rl.train.rollout_engine import (
     recompute_old_logprobs,
     start_engine,
@@ -138,7 +139,7 @@ def run(start: RunStart, stop: StopRequest, echo, envs: EnvPool) -> TrainResult:
     train_model = wrap_model(model, ctx, cfg.train.parallel)  # the model itself in one process
     # FSDP gathers the weights for generation only where the policy generates (vLLM has its own)
     policy_generates = engine.name == "hf"
-    optimizer = torch.optim.AdamW(
+    optimizer = adamw(
         [p for p in train_model.parameters() if p.requires_grad],
         lr=cfg.train.lr,
         weight_decay=cfg.train.weight_decay,

@@ -20,11 +20,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
+
 import spear_rl
 from spear_rl.models.loading import load_policy, load_saved_policy, save_policy
 from spear_rl.models.tokenizer import TOKENIZER_VERSION
 from spear_rl.train.checkpoint import check_free_space, checkpoint_bytes
 from spear_rl.train.config import Config
+from spear_rl.train.precision import resolve_precision
 from spear_rl.train.sft import run_sft, sft_corpus_texts
 
 _DONE = "sft_stats.json"  # written last: its presence marks a complete cache entry
@@ -107,11 +110,14 @@ def sft_cache_root(cache_dir: str) -> Path | None:
 
 def sft_cache_key(cfg: Config) -> str:
     rollout = dataclasses.asdict(cfg.rollout)
+    sft = {k: v for k, v in dataclasses.asdict(cfg.sft).items() if k != "cache_dir"}
+    # `auto` is keyed by what it means on this machine; SFT runs where the model loads, the CPU
+    sft["precision"] = resolve_precision(cfg.sft.precision, torch.device("cpu"))
     settings = {
         "model": dataclasses.asdict(cfg.model),
         "env": {"name": cfg.env.name, "kwargs": cfg.env.kwargs},
         "rollout": {k: rollout[k] for k in SFT_ROLLOUT_KEYS},
-        "sft": {k: v for k, v in dataclasses.asdict(cfg.sft).items() if k != "cache_dir"},
+        "sft": sft,
         "seed": cfg.train.seed,
         "version": spear_rl.__version__,
         "tokenizer": TOKENIZER_VERSION,
