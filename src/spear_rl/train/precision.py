@@ -2,10 +2,12 @@
 AdamW fused into one kernel.
 
 On a CPU with AMX (Intel Sapphire Rapids and later) a bf16 matrix product of SFT's shapes ran 6-7x
-an fp32 one, and the default's whole warm start 1.4x (docs/benchmarks.md); on a CPU without native
-bf16 it is emulated and slower than fp32, so `auto` asks the hardware. Autocast keeps the weights, gradients and optimiser
-in the parameter dtype (fp32 master weights) and log-softmax in fp32 (`models/forward.py` upcasts
-the logits): only matrix products and attention run in bf16.
+an fp32 one, and the default's whole warm start 1.4-1.7x (docs/benchmarks.md); on a CPU without
+native bf16 it is emulated and slower than fp32, so `auto` asks the hardware. Autocast keeps the
+weights, gradients and optimiser in the parameter dtype (fp32 master weights) and log-softmax in
+fp32 (`models/forward.py` upcasts the logits): only matrix products and attention run in bf16.
+RL stays in the parameter dtype: its importance ratio compares the update's log-probs with the
+sampler's, and rounding on one side only would move every ratio.
 """
 
 from __future__ import annotations
