@@ -17,6 +17,7 @@ import torch
 
 from spear_rl.models.attention import use_grouped_sdpa
 from spear_rl.models.config import ModelConfig, torch_dtype
+from spear_rl.models.forward import contiguous_head_input
 from spear_rl.models.tiny import build_tiny_model
 from spear_rl.models.tokenizer import build_tiny_tokenizer, pad_token_id, stop_token_ids
 
@@ -58,6 +59,7 @@ def load_policy(
     set_chat_template(tokenizer, cfg.chat_template)
     _check_chat_ready(tokenizer, name)
     use_grouped_sdpa(model)
+    contiguous_head_input(model)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False  # the rollout passes use_cache explicitly
