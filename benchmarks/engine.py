@@ -78,6 +78,8 @@ def generation_grid(name, env_factory, batches, new_tokens, repeats, cells_skip)
             seed=0,
             gpu_memory_utilization=RolloutConfig().gpu_memory_utilization,
             sleep=False,  # no update between generations here
+            kv_reuse=False,  # vLLM keeps its own prefix cache
+            precision="float32",  # hf only
         )
         engines["vllm"] = make_engine("vllm", model, tokenizer, settings)
         start["vllm"] = time.perf_counter() - t0

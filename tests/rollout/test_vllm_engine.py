@@ -49,6 +49,7 @@ def setup():
             gpu_memory_utilization=0.3,
             sleep=True,
             kv_reuse=False,
+            precision="float32",
         ),
     )
     env = CorridorEnv()

@@ -122,11 +122,17 @@ def test_ill_typed_values_fail_with_the_key(override, message):
         ("--algo.group_filter_ratio=1.5", r"algo.group_filter_ratio must be <= 1"),
         ("--train.lr=.nan", r"train.lr must be a finite number"),
         ("--rollout.temperature=0", r"rollout.temperature must be > 0 for training"),
+        ("--train.precision=fp16", r"train.precision 'fp16' is not one of: float32, bfloat16"),
+        (
+            ["--rollout.engine=vllm", "--rollout.precision=bfloat16"],
+            r"rollout.precision applies to the hf engine; vllm samples in model.dtype",
+        ),
     ],
 )
 def test_bad_values_fail_when_the_config_is_loaded(override, message):
+    overrides = [override] if isinstance(override, str) else override
     with pytest.raises(ConfigError, match=message):
-        load_config("sokoban/spear", parse_overrides([override]))
+        load_config("sokoban/spear", parse_overrides(overrides))
 
 
 def test_validate_config_rechecks_a_changed_config():

@@ -18,6 +18,9 @@ from spear_rl.rollout.sample import Sample
 from spear_rl.train.rollout_engine import recompute_old_logprobs
 from spear_rl.train.update import LossSpec, UpdateSettings, policy_update
 
+SAMPLES_FROM_POLICY = SimpleNamespace(shares_weights=True)  # the hf engine in fp32
+OWN_WEIGHTS = SimpleNamespace(shares_weights=False)  # vLLM, the hf engine's bf16 copy
+
 
 def _samples(tok, model, shift: float):
     """Two samples whose recorded (engine) log-probs are the model's own plus `shift`."""
@@ -45,13 +48,9 @@ def test_old_logprobs_are_recomputed_and_the_engines_kept(tiny):
     model, tok = tiny
     samples = _samples(tok, model, shift=-0.3)  # the engine's numbers differ from the trainer's
     engine_lp = [list(s.old_logprobs) for s in samples]
-    assert (
-        recompute_old_logprobs(SimpleNamespace(name="hf"), model, samples, _settings(tok, 0)) == {}
-    )
+    assert recompute_old_logprobs(SAMPLES_FROM_POLICY, model, samples, _settings(tok, 0)) == {}
     assert [s.old_logprobs for s in samples] == engine_lp  # hf records the training model's own
-    metrics = recompute_old_logprobs(
-        SimpleNamespace(name="vllm"), model, samples, _settings(tok, 0)
-    )
+    metrics = recompute_old_logprobs(OWN_WEIGHTS, model, samples, _settings(tok, 0))
     assert metrics["engine/old_logprob_gap_mean"] == pytest.approx(0.3, abs=1e-5)
     batch = collate_samples(samples, tok.pad_token_id)
     with torch.no_grad():
@@ -93,7 +92,43 @@ def test_hf_rollout_with_kv_reuse_records_the_training_models_logprobs(tiny, lay
     result = run_rollout(model, tok, EndsEarly, [0, 1, 2, 4], cfg, seed=0)
     assert len({len(t.turns) for t in result.trajectories}) == 3
     assert result.stats["prefill_tokens"] < result.stats["prefill_tokens_full"]
-    metrics = recompute_old_logprobs(
-        SimpleNamespace(name="vllm"), model, result.samples, _settings(tok, 0)
-    )
+    metrics = recompute_old_logprobs(OWN_WEIGHTS, model, result.samples, _settings(tok, 0))
     assert metrics["engine/old_logprob_gap_max"] < 1e-4
+
+
+def test_a_bf16_update_recomputes_old_logprobs_in_its_own_arithmetic(tiny):
+    """With train.precision=bfloat16 even the fp32 hf engine's log-probs are not what the update
+    computes: pi_old is recomputed under bf16 autocast, so the first ratio is 1 up to the rounding
+    of two bf16 forward passes (the update's runs in train mode, so it may group rows otherwise)."""
+    model, tok = tiny
+    samples = _samples(tok, model, shift=0.0)  # the fp32 policy's own log-probs
+    fp32 = [list(s.old_logprobs) for s in samples]
+    settings = dataclasses.replace(_settings(tok, 0), precision="bfloat16")
+    metrics = recompute_old_logprobs(SAMPLES_FROM_POLICY, model, samples, settings)
+    assert 0 < metrics["engine/old_logprob_gap_mean"] < 0.1  # bf16 rounding, no more
+    assert [s.behaviour_logprobs for s in samples] == fp32
+    batch = collate_samples(samples, tok.pad_token_id)
+    model.train()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        update_side, _ = token_logprobs(
+            model, batch.input_ids, batch.attention_mask, score_mask=batch.loss_mask
+        )
+    mask = batch.loss_mask
+
+    def gap(logp):
+        return float(((logp - batch.old_logprobs) * mask).abs().sum() / mask.sum())
+
+    fp32_gap = gap(collate_samples(_samples(tok, model, 0.0), tok.pad_token_id).old_logprobs)
+    assert gap(update_side) < fp32_gap / 10  # pi_old is the bf16 update's, not the fp32 sampler's
+
+
+def test_a_bf16_update_keeps_fp32_gradients_close_to_the_fp32_ones(tiny):
+    model, tok = tiny
+    samples = _samples(tok, model, shift=0.0)
+    want = _grads(model, samples, _settings(tok, 0))
+    settings = dataclasses.replace(_settings(tok, 0), precision="bfloat16")
+    recompute_old_logprobs(SAMPLES_FROM_POLICY, model, samples, settings)
+    got = _grads(model, samples, settings)
+    assert all(g.dtype == torch.float32 for g in got)  # fp32 master weights and gradients
+    flat = [torch.cat([g.flatten() for g in grads]) for grads in (got, want)]
+    assert torch.nn.functional.cosine_similarity(*flat, dim=0) > 0.99

@@ -112,16 +112,26 @@ def test_plot_writes_a_png(two_step_run, tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
 
 
-@pytest.mark.parametrize("model", [{}, {"lora_rank": 4}], ids=["full", "lora"])
-def test_resume_continues_the_same_run(tmp_path, model):
+BF16 = {"rollout": {"precision": "bfloat16"}, "train": {"precision": "bfloat16"}}
+
+
+@pytest.mark.parametrize(
+    ("model", "arithmetic"),
+    [({}, {}), ({"lora_rank": 4}, {}), ({"lora_rank": 4}, BF16)],
+    ids=["full", "lora", "lora-bf16"],
+)
+def test_resume_continues_the_same_run(tmp_path, model, arithmetic):
     """4 steps in one go == 2 steps, then --resume for 2 more (same metrics, fixed seeds, CPU).
-    A LoRA run resumes from its saved adapters on the rebuilt base."""
-    straight = train(
-        tiny_config(tmp_path, "straight", train={"steps": 4}, model=model), echo=lambda *_: None
-    )
-    first = train(
-        tiny_config(tmp_path, "split", train={"steps": 2}, model=model), echo=lambda *_: None
-    )
+    A LoRA run resumes from its saved adapters on the rebuilt base. In bf16 the hf engine's own
+    copy (merged LoRA) is rebuilt from the checkpoint, and pi_old is recomputed."""
+    from spear_rl.train.config import deep_merge
+
+    def config(name, steps):
+        extra = deep_merge(arithmetic, {"train": {"steps": steps}, "model": model})
+        return tiny_config(tmp_path, name, **extra)
+
+    straight = train(config("straight", 4), echo=lambda *_: None)
+    first = train(config("split", 2), echo=lambda *_: None)
     resumed = train(
         resume=first.run_dir, resume_overrides={"train": {"steps": 4}}, echo=lambda *_: None
     )
@@ -136,6 +146,9 @@ def test_resume_continues_the_same_run(tmp_path, model):
             ):
                 continue
             assert b[step][key] == pytest.approx(value, rel=1e-5, abs=1e-6), (step, key)
+    if arithmetic:  # the bf16 path did run: a weight push and a recomputed pi_old every step
+        assert all(a[s]["engine/sync_logprob_gap"] < 0.1 for s in range(1, 5))
+        assert all(0 < a[s]["engine/old_logprob_gap_mean"] < 0.1 for s in range(1, 5))
     if model:  # the merged LoRA policy loads with plain transformers, like any checkpoint
         from transformers import AutoModelForCausalLM
 

@@ -40,7 +40,7 @@ class ModelConfig(Settings):
     lora_alpha: float = setting(0.0, "LoRA alpha; 0 = 2 * lora_rank", ge=0)
     dtype: str = setting(
         "float32",
-        "parameter dtype; on a CPU keep float32 weights (bf16 arithmetic: sft.precision)",
+        "parameter dtype; on a CPU keep float32 weights (bf16 arithmetic: sft.precision, train.precision, rollout.precision)",
         choices=DTYPE_NAMES,
     )
     gradient_checkpointing: bool = setting(False, "recompute activations in the backward pass")

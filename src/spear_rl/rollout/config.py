@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from spear_rl.fields import Settings, setting, validate_settings
 from spear_rl.rollout.engines.registry import ENGINES
+from spear_rl.train.precision import PRECISIONS
 
 LAYOUTS = ("per_turn", "whole")
 
@@ -39,6 +40,14 @@ class RolloutConfig(Settings):
         "hf engine: keep each episode's keys/values between turns and prefill only the new tokens "
         "(and identical prompts once); same tokens and log-probs up to float rounding "
         "(docs/engines.md)",
+    )
+    precision: str = setting(
+        "float32",
+        "hf engine: float32 samples from the policy's own weights; bfloat16 from a bf16 copy of "
+        "them, pushed after each update (pi_old is then recomputed by the policy, and these "
+        "log-probs kept for algo.tis_cap); auto = bfloat16 where the device multiplies it "
+        "natively (a CPU with AMX or AVX512-BF16, a CUDA GPU), else float32",
+        choices=PRECISIONS,
     )
     env_timeout_s: float = setting(
         30.0,

@@ -36,6 +36,7 @@ from spear_rl.fields import ConfigError, Settings, setting, validate_settings
 from spear_rl.models.config import ModelConfig
 from spear_rl.rollout.config import RolloutConfig
 from spear_rl.train.parallel import PARALLEL_MODES
+from spear_rl.train.precision import PRECISIONS
 from spear_rl.train.sft import SFTConfig
 
 __all__ = ["Config", "ConfigError", "config_from_dict", "load_config", "validate_config"]
@@ -92,6 +93,14 @@ class TrainConfig(Settings):
         "(benchmarks/threads.py)",
         ge=0,
     )
+    precision: str = setting(
+        "float32",
+        "arithmetic of the update's forward passes: float32; bfloat16 (autocast: weights, "
+        "gradients and AdamW stay in the parameter dtype; pi_old is then recomputed in bf16 so the "
+        "PPO ratio starts at 1); auto = bfloat16 where the device multiplies it natively (a CPU "
+        "with AMX or AVX512-BF16, a CUDA GPU), else float32",
+        choices=PRECISIONS,
+    )
     parallel: str = setting(
         "ddp",
         "how several ranks (torchrun) share the policy: ddp, or fsdp (FSDP2 fully_shard, bf16 on "
@@ -134,6 +143,11 @@ class Config:
             raise ConfigError(
                 "rollout.temperature must be > 0 for training (it needs sampling log-probs); "
                 "greedy decoding (0) is for evaluation"
+            )
+        if self.rollout.engine != "hf" and self.rollout.precision != "float32":
+            raise ConfigError(
+                f"rollout.precision applies to the hf engine; {self.rollout.engine} samples in "
+                "model.dtype (set rollout.precision=float32)"
             )
         if self.algo.adv_estimator == "gigpo" and self.rollout.layout != "per_turn":
             raise ConfigError(

@@ -6,8 +6,11 @@ an fp32 one, and the default's whole warm start 1.4-1.7x (docs/benchmarks.md); o
 native bf16 it is emulated and slower than fp32, so `auto` asks the hardware. Autocast keeps the
 weights, gradients and optimiser in the parameter dtype (fp32 master weights) and log-softmax in
 fp32 (`models/forward.py` upcasts the logits): only matrix products and attention run in bf16.
-RL stays in the parameter dtype: its importance ratio compares the update's log-probs with the
-sampler's, and rounding on one side only would move every ratio.
+RL (`train.precision`, `rollout.precision`) may compute in bf16 too: its importance ratio compares
+the update's log-probs with pi_old's, so whenever the sampler does not compute exactly as the update
+does, pi_old is recomputed by the training model in the update's own arithmetic
+(`train/rollout_engine.py`), and the ratio is 1 on fresh data up to the rounding of two forward
+passes of different padding.
 """
 
 from __future__ import annotations
@@ -39,6 +42,11 @@ def resolve_precision(name: str, device: torch.device) -> str:
     if name == "auto":
         return "bfloat16" if native_bf16(device) else "float32"
     return name
+
+
+def dtype_of(precision: str) -> torch.dtype:
+    """The torch dtype of a resolved precision name."""
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[precision]
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:

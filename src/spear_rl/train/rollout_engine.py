@@ -2,10 +2,11 @@
 
 - `start_engine`: builds `rollout.engine` from the policy and checks it against the policy on a
   probe sequence (a real first prompt of the env, scored by both).
-- `recompute_old_logprobs`: with an engine other than `hf` the recorded log-probs are the
-  engine's; the update's `pi_old` must be the training model's (spec §4: the PPO ratio is 1 on
-  fresh data), so they are recomputed and the engine's kept as `behaviour_logprobs` for the
-  optional TIS correction (`algo.tis_cap`). The `hf` engine records the training model's own.
+- `recompute_old_logprobs`: with an engine that has its own weights (vLLM, the hf engine's bf16
+  copy) or an update in bf16 the recorded log-probs are not what the update computes; the update's
+  `pi_old` must be the training model's (spec §4: the PPO ratio is 1 on fresh data), so they are
+  recomputed in the update's arithmetic and the engine's kept as `behaviour_logprobs` for the
+  optional TIS correction (`algo.tis_cap`). The fp32 `hf` engine records the training model's own.
 - `sync_rollout_engine`: the one place where weights move, right after the update; the push
   is checked (names, vLLM's own load report, probe log-probs) and fails loudly.
 """
@@ -23,6 +24,7 @@ from spear_rl.rollout.engines import EngineSettings, GenerationEngine, make_engi
 from spear_rl.rollout.engines.sync import check_engine_sync, sync_engine
 from spear_rl.rollout.prompts import build_turn_prompt
 from spear_rl.rollout.sample import Sample
+from spear_rl.train.precision import autocast
 from spear_rl.train.update import UpdateSettings
 
 PROBE_SEED = 0  # the probe is the first prompt of training task 0
@@ -37,6 +39,7 @@ def engine_settings(cfg) -> EngineSettings:
         gpu_memory_utilization=r.gpu_memory_utilization,
         sleep=r.vllm_sleep,
         kv_reuse=r.kv_reuse,
+        precision=r.precision,
     )
 
 
@@ -46,7 +49,7 @@ def start_engine(
     """(the engine, the probe it is checked on); a non-hf engine is checked before first use."""
     probe = sync_probe(tokenizer, env_factory, cfg.rollout.max_prompt_tokens)
     engine = make_engine(cfg.rollout.engine, model, tokenizer, engine_settings(cfg))
-    if engine.name != "hf":
+    if not engine.shares_weights:
         gap = check_engine_sync(engine, model, probe)
         echo(f"{engine.name} engine ready (probe log-prob gap {gap:.2g})")
     return engine, probe
@@ -65,9 +68,10 @@ def sync_probe(tokenizer, env_factory: Callable, max_tokens: int) -> list[int]:
 def sync_rollout_engine(
     engine: GenerationEngine, model: torch.nn.Module, probe: Sequence[int]
 ) -> dict[str, float]:
-    """Wake the engine and push the updated weights into it, checked (nothing to do for hf)."""
+    """Wake the engine and push the updated weights into it, checked (nothing to do for an engine
+    that samples from the training model itself)."""
     engine.wake()
-    if engine.name == "hf":
+    if engine.shares_weights:
         return {}
     return sync_engine(engine, model, probe)
 
@@ -79,10 +83,12 @@ def recompute_old_logprobs(
     samples: list[Sample],
     settings: UpdateSettings,
 ) -> dict[str, float]:
-    """Replace each sample's old_logprobs by the training model's, keeping the engine's as
-    behaviour_logprobs; returns the gap between the two. Nothing to do for the hf engine."""
+    """Replace each sample's old_logprobs by the training model's, computed as the update computes
+    (`settings.precision`), keeping the engine's as behaviour_logprobs; returns the gap between
+    the two. Nothing to do when the engine samples from the training model in the update's own
+    arithmetic (the hf engine, float32 throughout)."""
     samples = [s for s in samples if any(s.loss_mask)]  # filtered samples train on nothing
-    if engine.name == "hf" or not samples:
+    if (engine.shares_weights and settings.precision == "float32") or not samples:
         return {}
     t0 = time.perf_counter()
     was_training = model.training
@@ -94,13 +100,14 @@ def recompute_old_logprobs(
         for start in range(0, len(samples), step):
             chunk = samples[start : start + step]
             batch = collate_samples(chunk, settings.pad_token_id).to(device)
-            logp, _ = token_logprobs(
-                model,
-                batch.input_ids,
-                batch.attention_mask,
-                settings.temperature,
-                score_mask=batch.loss_mask,
-            )
+            with autocast(settings.precision, device):
+                logp, _ = token_logprobs(
+                    model,
+                    batch.input_ids,
+                    batch.attention_mask,
+                    settings.temperature,
+                    score_mask=batch.loss_mask,
+                )
             logp = (logp * batch.loss_mask).float().cpu()
             gap = ((logp - batch.old_logprobs.cpu()) * batch.loss_mask.cpu()).abs()
             gaps += float(gap.sum())

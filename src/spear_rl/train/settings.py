@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 
+import torch
+
 from spear_rl.train.config import Config
+from spear_rl.train.precision import resolve_precision
 from spear_rl.train.update import LossSpec, UpdateSettings
 
 
-def update_settings(cfg: Config, tokenizer) -> UpdateSettings:
+def update_settings(cfg: Config, tokenizer, device: torch.device | None = None) -> UpdateSettings:
+    """`device`: where the update runs, for `train.precision: auto` (None: the CPU)."""
     a, r = cfg.algo, cfg.replay
     t_norm = a.loss_agg_t_norm or (
         cfg.rollout.max_response_tokens
@@ -36,6 +40,7 @@ def update_settings(cfg: Config, tokenizer) -> UpdateSettings:
         grad_clip=cfg.train.grad_clip,
         temperature=cfg.rollout.temperature,
         pad_token_id=tokenizer.pad_token_id,
+        precision=resolve_precision(cfg.train.precision, device or torch.device("cpu")),
     )
 
 

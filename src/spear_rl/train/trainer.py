@@ -137,8 +137,9 @@ def run(start: RunStart, stop: StopRequest, echo, envs: EnvPool) -> TrainResult:
 
     ref_model = frozen_copy(model) if cfg.algo.kl_coef > 0 else None
     train_model = wrap_model(model, ctx, cfg.train.parallel)  # the model itself in one process
-    # FSDP gathers the weights for generation only where the policy generates (vLLM has its own)
-    policy_generates = engine.name == "hf"
+    # FSDP gathers the weights for generation only where the policy generates (vLLM and the hf
+    # engine's bf16 copy have their own)
+    policy_generates = engine.shares_weights
     optimizer = adamw(
         [p for p in train_model.parameters() if p.requires_grad],
         lr=cfg.train.lr,
@@ -155,7 +156,7 @@ def run(start: RunStart, stop: StopRequest, echo, envs: EnvPool) -> TrainResult:
         if cfg.replay.enabled
         else None
     )
-    settings = update_settings(cfg, tokenizer)
+    settings = update_settings(cfg, tokenizer, device)
     check_free_space(run_dir, checkpoint_bytes(model))  # a cached or resumed start: checked here
     start_step, success_before = 0, float("nan")
     if checkpoint is not None:

@@ -41,6 +41,7 @@ from spear_rl.train.distributed import (
     shared_permutation,
 )
 from spear_rl.train.parallel import accumulate_then_sync
+from spear_rl.train.precision import autocast
 
 ReplayDraw = Callable[[int], list[tuple[Sample, float]]]
 
@@ -70,6 +71,9 @@ class UpdateSettings:
     grad_clip: float
     temperature: float
     pad_token_id: int
+    # resolved float32 | bfloat16: the forward passes' arithmetic (bf16 autocast; weights,
+    # gradients and AdamW stay in the parameter dtype)
+    precision: str = "float32"
 
     def replay_draw_size(self, on_policy_samples: int) -> int:
         """Replay samples to draw next to a mini-batch of `on_policy_samples` (at least 1)."""
@@ -130,14 +134,15 @@ def backward_loss(
     for batch, selected in zip(batches, selections, strict=True):
         mask = batch.loss_mask
         # score only the response tokens: the LM head skips the (long) prompts
-        logp, entropy = token_logprobs(
-            model,
-            batch.input_ids,
-            batch.attention_mask,
-            settings.temperature,
-            with_entropy=True,
-            score_mask=mask,
-        )
+        with autocast(settings.precision, device):
+            logp, entropy = token_logprobs(
+                model,
+                batch.input_ids,
+                batch.attention_mask,
+                settings.temperature,
+                with_entropy=True,
+                score_mask=mask,
+            )
         advantages = batch.advantages[:, None].to(logp.dtype).expand_as(logp)
         out = compute_policy_loss(
             spec.name,
@@ -157,7 +162,7 @@ def backward_loss(
         if spec.entropy_coef:
             token_loss = token_loss + entropy_bonus_term(entropy, spec.entropy_coef) * mask
         if spec.kl_coef and ref_model is not None:
-            with torch.no_grad():
+            with torch.no_grad(), autocast(settings.precision, device):
                 ref_logp, _ = token_logprobs(
                     ref_model,
                     batch.input_ids,
@@ -233,7 +238,7 @@ def mini_batch_selection(
         starts = itertools.accumulate((len(b) for b in batches), initial=0)
         rows = [range(start, start + len(b)) for start, b in zip(starts, batches, strict=False)]
     by_sample: dict[int, tuple[torch.Tensor, ...]] = {}  # sample index -> its valid tokens
-    with torch.no_grad():
+    with torch.no_grad(), autocast(settings.precision, device):
         for batch, samples in zip(batches, rows, strict=True):
             mask = batch.loss_mask
             logp, _ = token_logprobs(

@@ -41,6 +41,10 @@ class EngineSyncError(RuntimeError):
 
 class GenerationEngine(Protocol):
     name: str
+    # True: it samples from the training model's own parameters in their own arithmetic (the hf
+    # engine by default): no weights to push, and its log-probs are the update's pi_old
+    shares_weights: bool
+    dtype: torch.dtype  # what it computes in (the sync check's tolerance)
 
     def generate(
         self, prompts: Sequence[Sequence[int]], sampling: Sampling, generator: torch.Generator

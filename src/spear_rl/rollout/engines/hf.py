@@ -11,6 +11,12 @@ prompts in a batch once: a multi-turn episode's next turn prefills only what is 
 says how many prompt tokens were prefilled and how many were reused (the runner's
 `rollout/prefill_tokens` and `rollout/kv_reused_tokens`). Reuse changes no number beyond float
 rounding (tests/rollout/test_kv_reuse.py), nor the order in which the generator is consumed.
+
+With a `dtype` other than the policy's (`rollout.precision: bfloat16`) it samples from its own copy
+of the weights in that dtype instead, like vLLM: the trainer pushes the weights after each update
+(`load_weights`, checked on a probe) and recomputes pi_old with the training model, keeping these
+log-probs as the behaviour policy's. On a 2-core CPU with AMX it barely pays for SmolLM2-135M (an
+evaluation 1.03x, docs/benchmarks.md); it is meant for GPUs.
 """
 
 from __future__ import annotations
@@ -20,8 +26,9 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from spear_rl.models.forward import token_logprobs
-from spear_rl.rollout.engines.base import Sampling
+from spear_rl.models.attention import use_grouped_sdpa
+from spear_rl.models.forward import contiguous_head_input, token_logprobs
+from spear_rl.rollout.engines.base import EngineSyncError, Sampling
 from spear_rl.rollout.engines.kv_store import KVStore, weights_fingerprint
 from spear_rl.rollout.generation import GenOutput, generate, supports_kv_reuse
 
@@ -30,11 +37,20 @@ class HFEngine:
     name = "hf"
 
     def __init__(
-        self, model: torch.nn.Module, pad_token_id: int, batch_size: int, kv_reuse: bool
+        self,
+        model: torch.nn.Module,
+        pad_token_id: int,
+        batch_size: int,
+        kv_reuse: bool,
+        dtype: torch.dtype | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.model = model
+        own = next(model.parameters()).dtype
+        self.dtype = dtype or own
+        # True: samples from the training model itself (nothing to push, log-probs are its own)
+        self.shares_weights = self.dtype == own
+        self.model = model if self.shares_weights else _own_copy(model, self.dtype)
         self.pad_token_id = pad_token_id
         self.batch_size = batch_size
         # a model whose cache is not plain full attention (sliding windows) prefills every prompt
@@ -84,8 +100,12 @@ class HFEngine:
                 out.kv = None  # the store holds them; samples must not
         return outputs
 
+    @torch.no_grad()
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
-        """Nothing to push: this engine samples from the training model's own parameters."""
+        """Copy checkpoint-format weights into the engine's own copy (cast to its dtype); nothing
+        to push when it samples from the training model's own parameters."""
+        if not self.shares_weights:
+            _copy_weights(self.model, named_tensors)
 
     @torch.no_grad()
     def score(self, token_ids: Sequence[int]) -> list[float]:
@@ -103,3 +123,40 @@ class HFEngine:
 
     def close(self) -> None:
         self.store.clear()
+
+
+def _own_copy(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """A plain model of the policy's architecture in `dtype`, holding its weights (a LoRA policy
+    merged, an FSDP-sharded one gathered a tensor at a time), for generation only."""
+    from transformers import AutoModelForCausalLM
+
+    from spear_rl.models.loading import is_lora
+    from spear_rl.rollout.engines.weights import policy_weights
+
+    base = model.get_base_model() if is_lora(model) else model
+    config = base.config
+    with torch.device(next(model.parameters()).device):
+        copy = AutoModelForCausalLM.from_config(
+            config, dtype=dtype, attn_implementation=config._attn_implementation
+        )
+    copy.requires_grad_(False).eval()
+    use_grouped_sdpa(copy)
+    contiguous_head_input(copy)
+    _copy_weights(copy, policy_weights(model))
+    return copy
+
+
+@torch.no_grad()
+def _copy_weights(copy: torch.nn.Module, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+    """Every weight of `copy` overwritten (and cast) from the checkpoint-format `named_tensors`;
+    an unknown name or a weight left behind raises EngineSyncError."""
+    own = copy.state_dict()  # views of the copy's parameters
+    pushed = set()
+    for name, tensor in named_tensors:
+        if name not in own:
+            raise EngineSyncError(f"the hf engine's copy has no weight named {name!r}")
+        own[name].copy_(tensor)
+        pushed.add(name)
+    if pushed != set(own):
+        left = sorted(set(own) - pushed)
+        raise EngineSyncError(f"the push left {len(left)} weights behind, e.g. {left[:3]}")

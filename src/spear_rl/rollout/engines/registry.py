@@ -21,6 +21,7 @@ class EngineSettings:
     gpu_memory_utilization: float  # CUDA only: share of GPU memory vLLM may take
     sleep: bool  # CUDA only: vLLM sleep mode frees its memory during the update
     kv_reuse: bool  # hf: keep keys/values between turns (vLLM has its own prefix cache)
+    precision: str  # hf: float32 | bfloat16 | auto, the arithmetic it samples in
 
 
 EngineBuilder = Callable[..., GenerationEngine]
@@ -30,8 +31,14 @@ ENGINES: Registry[EngineBuilder] = Registry("rollout engine")
 @ENGINES.register("hf")
 def _build_hf(model, tokenizer, settings: EngineSettings) -> GenerationEngine:
     from spear_rl.rollout.engines.hf import HFEngine
+    from spear_rl.train.precision import dtype_of, resolve_precision
 
-    return HFEngine(model, pad_token_id(tokenizer), settings.batch_size, settings.kv_reuse)
+    precision = resolve_precision(settings.precision, next(model.parameters()).device)
+    # float32 keeps sampling from the policy's own weights, whatever their dtype
+    dtype = dtype_of(precision) if precision != "float32" else None
+    return HFEngine(
+        model, pad_token_id(tokenizer), settings.batch_size, settings.kv_reuse, dtype=dtype
+    )
 
 
 @ENGINES.register("vllm")

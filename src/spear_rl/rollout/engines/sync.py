@@ -3,8 +3,10 @@
 The check is a log-prob comparison on a probe sequence: the engine's `score` against the training
 model's own forward pass. It catches what a name check cannot (a tensor pushed to the wrong place,
 a layout the engine rewrote wrongly). Tolerances: fp32 engines agree with the training model to
-~1e-5 per token on the CPU; half-precision kernels differ by a few hundredths of a nat. A missed
-tied LM head was ~8 nats off.
+~1e-5 per token on the CPU; half-precision kernels differ by a few hundredths of a nat, and bf16
+more on a fine-tuned model's prompt tokens (SmolLM2-135M after the default's warm start: 0.137 for
+the hf engine's bf16 copy, 0.121 for the fp32 model under bf16 autocast, on a 206-token probe). A
+missed tied LM head was ~8 nats off.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from spear_rl.rollout.engines.base import EngineSyncError, GenerationEngine
 from spear_rl.rollout.engines.weights import policy_weights
 
 # Mean |engine - training| log-prob per probe token above which a sync counts as failed.
-SYNC_TOLERANCE = {torch.float32: 1e-3, torch.bfloat16: 0.1, torch.float16: 0.1}
+SYNC_TOLERANCE = {torch.float32: 1e-3, torch.bfloat16: 0.3, torch.float16: 0.1}
 
 
 @torch.no_grad()
@@ -75,7 +77,8 @@ def check_engine_sync(
     if len(probe) < 2:
         raise ValueError("the sync probe needs at least two tokens")
     gap = probe_gap(engine, model, probe)
-    limit = SYNC_TOLERANCE.get(compute_dtype(model), 0.1)
+    # the coarser arithmetic of the two sets the tolerance (an fp32 policy, a bf16 engine copy)
+    limit = max(SYNC_TOLERANCE.get(d, 0.1) for d in (compute_dtype(model), engine.dtype))
     if not gap <= limit:
         raise EngineSyncError(
             f"the {engine.name} engine disagrees with the training model after a weight sync: "

@@ -74,6 +74,7 @@ def import_vllm():
 
 class VLLMEngine:
     name = "vllm"
+    shares_weights = False
 
     def __init__(self, model: torch.nn.Module, tokenizer, settings: EngineSettings) -> None:
         vllm = import_vllm()
@@ -90,7 +91,7 @@ class VLLMEngine:
         self._o_bias = self.head_to != self.head_from and bool(
             head_padding.padded_config_dict(config, self.head_to)["attention_bias"]
         )
-        dtype = next(model.parameters()).dtype
+        dtype = self.dtype = next(model.parameters()).dtype
         self.folder = Path(tempfile.mkdtemp(prefix="spear-vllm-"))
         try:
             _write_engine_folder(
