@@ -28,17 +28,14 @@ from pathlib import Path
 
 import torch
 
+from spear_rl.experiments.first_batch import first_batch
 from spear_rl.models.tokenizer import pad_token_id
 from spear_rl.rollout.engines.hf import HFEngine
-from spear_rl.rollout.runner import run_rollout
 from spear_rl.train.config import load_config, parse_overrides
 from spear_rl.train.evaluate import evaluate_policy
 from spear_rl.train.rollout_engine import recompute_old_logprobs
-from spear_rl.train.runtime import make_env_factory, set_threads, task_seeds
-from spear_rl.train.scoring import score_batch
 from spear_rl.train.settings import update_settings
 from spear_rl.train.update import policy_update
-from spear_rl.train.warm_start import initial_policy
 
 PRECISIONS = ("float32", "bfloat16")
 
@@ -83,16 +80,7 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="JSON path")
     args, rest = parser.parse_known_args()
     cfg = load_config(args.recipe, parse_overrides(rest))
-    set_threads(cfg)
-    env_factory = make_env_factory(cfg)
-    model, tokenizer, _ = initial_policy(cfg, env_factory)
-    model.eval()
-    rollout = run_rollout(
-        model, tokenizer, env_factory, task_seeds(cfg, 1), cfg.rollout, seed=cfg.train.seed
-    )
-    samples = score_batch(rollout.trajectories, cfg.algo, 0.0).train
-    if not samples:
-        raise SystemExit("the batch has no trainable samples (all filtered); try another seed")
+    model, tokenizer, env_factory, samples, _ = first_batch(cfg)
     base = update_settings(cfg, tokenizer)
     rounds = []
     for index in range(args.rounds):

@@ -22,16 +22,13 @@ from pathlib import Path
 
 import torch
 
+from spear_rl.experiments.first_batch import first_batch
 from spear_rl.models.forward import token_logprobs
 from spear_rl.models.tokenizer import pad_token_id
 from spear_rl.rollout.batch import collate_samples
-from spear_rl.rollout.runner import run_rollout
 from spear_rl.train.config import load_config, parse_overrides
-from spear_rl.train.runtime import make_env_factory, set_threads, task_seeds
-from spear_rl.train.scoring import score_batch
 from spear_rl.train.settings import update_settings
 from spear_rl.train.update import policy_update
-from spear_rl.train.warm_start import initial_policy
 
 
 def response_logps(model, samples, pad: int) -> list[float]:
@@ -52,23 +49,12 @@ def main() -> None:
     )
     args, rest = parser.parse_known_args()
     cfg = load_config(args.recipe, parse_overrides(rest))
-    set_threads(cfg)
-    env_factory = make_env_factory(cfg)
-    model, tokenizer, _ = initial_policy(cfg, env_factory)
-    model.eval()
-    rollout = run_rollout(
-        model, tokenizer, env_factory, task_seeds(cfg, 1), cfg.rollout, seed=cfg.train.seed
-    )
-    samples = score_batch(rollout.trajectories, cfg.algo, 0.0).train
-    if not samples:
-        raise SystemExit("the batch has no trainable samples (all filtered); try another seed")
+    model, tokenizer, _, samples, episodes = first_batch(cfg)
     pad = pad_token_id(tokenizer)
     before = response_logps(model, samples, pad)
     settings = update_settings(cfg, tokenizer)
     rows = []
-    print(
-        f"{args.recipe}: one update on {len(samples)} samples from {len(rollout.trajectories)} episodes"
-    )
+    print(f"{args.recipe}: one update on {len(samples)} samples from {len(episodes)} episodes")
     print("| lr | mean change of log p, A > 0 | mean change of log p, A < 0 | verdict |")
     print("|---|---|---|---|")
     for lr in (float(x) for x in args.lrs.split(",")):
