@@ -352,9 +352,14 @@ def _score_chunk(hidden, targets, project, temperature, with_entropy):
     return logp, entropy
 
 
+def base_model(model):
+    """The transformers model inside a peft (LoRA) wrapper; any other model itself."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def _plain_head_parts(model):
     """(decoder, lm_head) when logits are exactly lm_head(decoder hidden states), else None."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft wrapper
+    base = base_model(model)
     config = getattr(base, "config", None)
     if getattr(config, "model_type", None) not in _PLAIN_HEAD_MODEL_TYPES:
         return None
@@ -373,7 +378,7 @@ def contiguous_head_input(model) -> None:
     `linear` cannot fold that view into one matrix product and multiplies batch by batch against an
     expanded copy of the head's weight: [32, 1, 576] x SmolLM2's [49152, 576] head took 115 ms in
     fp32 and 3.0 s in bf16, against 12 and 5 ms from a contiguous input (2 cores, AMX)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model)
     head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
     if head is None or getattr(head, "_spear_contiguous_input", False):
         return
@@ -383,7 +388,7 @@ def contiguous_head_input(model) -> None:
 
 def _sliding_window(model) -> int | None:
     """The attention window when some layers slide (None: full attention everywhere)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model)
     config = getattr(base, "config", None)
     window = getattr(config, "sliding_window", None)
     layer_types = getattr(config, "layer_types", None)
@@ -393,7 +398,7 @@ def _sliding_window(model) -> int | None:
 
 
 def _checkpointing(model) -> bool:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model)
     for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):  # new name first
         if hasattr(type(base), name):
             return bool(getattr(base, name))
@@ -414,5 +419,5 @@ CACHE_KWARG = _cache_kwarg()
 
 
 def _vocab_size(model) -> int:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model)
     return int(base.config.vocab_size)

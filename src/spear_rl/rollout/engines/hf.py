@@ -27,7 +27,7 @@ from collections.abc import Iterable, Sequence
 import torch
 
 from spear_rl.models.attention import use_grouped_sdpa
-from spear_rl.models.forward import contiguous_head_input, token_logprobs
+from spear_rl.models.forward import base_model, contiguous_head_input, token_logprobs
 from spear_rl.rollout.engines.base import EngineSyncError, Sampling
 from spear_rl.rollout.engines.kv_store import KVStore, weights_fingerprint
 from spear_rl.rollout.generation import GenOutput, generate, supports_kv_reuse
@@ -130,11 +130,9 @@ def _own_copy(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
     merged, an FSDP-sharded one gathered a tensor at a time), for generation only."""
     from transformers import AutoModelForCausalLM
 
-    from spear_rl.models.loading import is_lora
     from spear_rl.rollout.engines.weights import policy_weights
 
-    base = model.get_base_model() if is_lora(model) else model
-    config = base.config
+    config = base_model(model).config
     with torch.device(next(model.parameters()).device):
         copy = AutoModelForCausalLM.from_config(
             config, dtype=dtype, attn_implementation=config._attn_implementation

@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from spear_rl.models.forward import base_model
 from spear_rl.rollout.engines import head_padding
 from spear_rl.rollout.engines.base import EngineSyncError, Sampling
 from spear_rl.rollout.engines.registry import EngineSettings
@@ -269,8 +270,7 @@ class VLLMEngine:
 
 
 def _base_config(model):
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return base.config
+    return base_model(model).config
 
 
 def _engine_head_sizes(config, on_cpu: bool) -> tuple[int, int]:
