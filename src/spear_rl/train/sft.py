@@ -5,10 +5,15 @@ is token-for-token the prompt the policy will see in that state (tested). Target
 `env.format_action(env.expert_action(), thought)` followed by the end-of-turn token; the loss is the
 mean negative log-likelihood over target tokens (plus, optionally, a weighted next-token loss on the
 prompt tokens: see `SFTConfig.prompt_loss_weight`).
+
+Rows are what RL trains on: a turn each in the `per_turn` layout; in the `whole` layout, where a
+turn's prompt is the conversation so far, one row per expert episode (its responses and the env's
+replies between them), so the history is computed once instead of once per later turn.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import time
@@ -27,6 +32,9 @@ from spear_rl.rollout.prompts import EpisodeRenderer, render_user_message
 from spear_rl.rollout.sample import Sample
 from spear_rl.train.precision import PRECISIONS, adamw, autocast, resolve_precision
 
+# Bump when the rows SFT trains on change for the same settings (the warm-start cache keys it).
+SFT_ROWS_VERSION = 2  # 2: whole-layout episodes as one row
+
 # Share of corpus-walk turns that take a random (often useless or invalid) action, so the tokenizer
 # also sees off-expert observations and the invalid-turn feedback.
 CORPUS_RANDOM_ACTION_RATE = 0.3
@@ -43,7 +51,12 @@ class SFTConfig(Settings):
     episodes: int = setting(1024, "expert episodes (task seeds 0..episodes-1); 0 skips SFT", ge=0)
     epochs: int = setting(3, "passes over the expert data", ge=1)
     lr: float = setting(2e-3, "AdamW learning rate", ge=0)
-    batch_size: int = setting(16, "(prompt, response) pairs per optimiser step", ge=1)
+    batch_size: int = setting(
+        16,
+        "expert responses (turns) per optimiser step; in the whole layout a batch holds whole "
+        "episodes, up to this many turns",
+        ge=1,
+    )
     max_seconds: float = setting(0, "stop after this much training time; 0 = no cap", ge=0)
     thought: str = setting("", "text inside <think> for expert responses")
     grad_clip: float = setting(1.0, "max gradient norm; 0 = off", ge=0)
@@ -92,19 +105,20 @@ def expert_trajectories(
     An episode stops when the env has no expert action, the prompt no longer fits, or max_turns.
     """
     episodes, _ = _play_experts(tokenizer, env_factory, seeds, rollout_cfg, thought, detour_rate)
-    return episodes
+    return [[(prompt, response) for prompt, response, trained in e if trained] for e in episodes]
 
 
 def _play_experts(tokenizer, env_factory, seeds, rollout_cfg, thought, detour_rate=0.0):
+    """Per episode, every turn's (prompt_ids, response_ids, trained); detours are not trained."""
     end = end_of_turn_id(tokenizer)
-    episodes: list[list[tuple[list[int], list[int]]]] = []
+    episodes: list[list[tuple[list[int], list[int], bool]]] = []
     wins = 0
     for seed in seeds:
         env = env_factory()
         try:
             env.reset(int(seed))
             renderer = EpisodeRenderer(tokenizer, env, rollout_cfg)
-            pairs: list[tuple[list[int], list[int]]] = []
+            turns: list[tuple[list[int], list[int], bool]] = []
             rng = random.Random(int(seed))
             for _ in range(rollout_cfg.max_turns):
                 prompt = renderer.next_prompt()
@@ -118,13 +132,12 @@ def _play_experts(tokenizer, env_factory, seeds, rollout_cfg, thought, detour_ra
                 response = tokenizer.encode(text, add_special_tokens=False) + [end]
                 observation = env.observation
                 result = env.step(text)
-                if not detour:
-                    pairs.append((prompt, response))
+                turns.append((prompt, response, not detour))
                 renderer.record(observation, response, [0.0] * len(response), text, result)
                 if result.done:
                     break
             wins += int(env.won)
-            episodes.append(pairs)
+            episodes.append(turns)
         finally:
             env.close()
     return episodes, wins
@@ -163,6 +176,71 @@ def sft_corpus_texts(env_factory: Callable[[], Env], seeds: Sequence[int]) -> It
             env.close()
 
 
+def sft_rows(
+    episodes: Sequence[Sequence[tuple[list[int], list[int], bool]]], layout: str
+) -> list[tuple[Sample, int]]:
+    """The rows SFT trains on, each with its number of trained turns.
+
+    `per_turn`: a row per trained turn. `whole`: a row per episode, as the rollout's whole-layout
+    sample: the first prompt, then every response (loss mask 1; 0 for a detour) and the tokens the
+    env and the chat template put between them (0). Each response is scored on the same tokens as
+    in its own row (a turn's prompt is the conversation so far), so the loss is the same while the
+    shared history is computed once. An episode whose prompts do not extend one another (a chat
+    template that rewrites earlier turns) keeps a row per turn.
+    """
+    rows: list[tuple[Sample, int]] = []
+
+    def add(prompt: list[int], response: list[int], mask: list[int], trained: int) -> None:
+        if trained:
+            sample = Sample(prompt, response, mask, [0.0] * len(response), 0, len(rows))
+            rows.append((sample, trained))
+
+    for turns in episodes:
+        if layout == "whole" and turns and _extends(turns):
+            prompt = turns[0][0]
+            last_prompt, last_response, _ = turns[-1]
+            mask = [0] * (len(last_prompt) + len(last_response) - len(prompt))
+            for turn_prompt, response, trained in turns:
+                start = len(turn_prompt) - len(prompt)
+                mask[start : start + len(response)] = [int(trained)] * len(response)
+            trained_turns = sum(trained for _, _, trained in turns)
+            add(prompt, (last_prompt + last_response)[len(prompt) :], mask, trained_turns)
+            continue
+        for prompt, response, trained in turns:
+            add(prompt, response, [int(trained)] * len(response), int(trained))
+    return rows
+
+
+def _extends(turns: Sequence[tuple[list[int], list[int], bool]]) -> bool:
+    """Whether each turn's prompt starts with the previous turn's prompt and response."""
+    return all(
+        later[: len(prompt) + len(response)] == prompt + response
+        for (prompt, response, _), (later, _, _) in itertools.pairwise(turns)
+    )
+
+
+def sft_batches(
+    turns: Sequence[int], batch_size: int, epochs: int, rng: random.Random
+) -> list[list[list[int]]]:
+    """Per epoch, the rows of each optimiser step: the rows in a new random order, cut into batches
+    of at most `batch_size` trained turns (a row that alone holds more is a batch of its own), so a
+    step learns from as many responses whether an episode is one row or several."""
+    planned = []
+    for _ in range(epochs):
+        order = list(range(len(turns)))
+        rng.shuffle(order)
+        batches: list[list[int]] = []
+        held = batch_size  # turns in the last batch: a full one starts a new batch
+        for row in order:
+            if held + turns[row] > batch_size:
+                batches.append([])
+                held = 0
+            batches[-1].append(row)
+            held += turns[row]
+        planned.append(batches)
+    return planned
+
+
 def run_sft(
     model,
     tokenizer,
@@ -175,19 +253,18 @@ def run_sft(
     progress: Callable[[dict], None] | None = None,
 ) -> dict:
     """Train on expert turns (loss on response tokens only, AdamW). Returns stats: loss_first,
-    loss_last, steps, pairs, expert_success_rate, tokens_per_s, seconds, ..."""
+    loss_last, steps, pairs (trained turns), rows, expert_success_rate, tokens_per_s, seconds, ..."""
     started = time.perf_counter()
     episodes, wins = _play_experts(
         tokenizer, env_factory, seeds, rollout_cfg, sft_cfg.thought, sft_cfg.detour_rate
     )
-    samples = [
-        Sample(prompt, response, [1] * len(response), [0.0] * len(response), group_id=0, traj_id=i)
-        for i, (prompt, response) in enumerate(p for episode in episodes for p in episode)
-    ]
+    rows = sft_rows(episodes, rollout_cfg.layout)
+    samples = [sample for sample, _ in rows]
     data_seconds = time.perf_counter() - started
     stats: dict = {
         "episodes": len(episodes),
-        "pairs": len(samples),
+        "pairs": sum(turns for _, turns in rows),
+        "rows": len(rows),
         "expert_success_rate": wins / max(1, len(episodes)),
         "data_seconds": data_seconds,
     }
@@ -202,13 +279,13 @@ def run_sft(
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = adamw(params, lr=sft_cfg.lr)
-    batch_size = max(1, sft_cfg.batch_size)
-    steps_per_epoch = math.ceil(len(samples) / batch_size)
-    planned = steps_per_epoch * max(1, sft_cfg.epochs)
+    rng = random.Random(seed)
+    epochs = sft_batches([turns for _, turns in rows], sft_cfg.batch_size, sft_cfg.epochs, rng)
+    steps_per_epoch = len(epochs[0])
+    planned = sum(len(batches) for batches in epochs)
     pad = pad_token_id(tokenizer)
     device = next(model.parameters()).device
     precision = resolve_precision(sft_cfg.precision, device)
-    rng = random.Random(seed)
     was_training = model.training
     model.train()
 
@@ -217,11 +294,9 @@ def run_sft(
     step = 0
     train_started = time.perf_counter()
     stopped_early = False
-    for epoch in range(sft_cfg.epochs):
-        order = list(range(len(samples)))
-        rng.shuffle(order)
-        for start in range(0, len(order), batch_size):
-            batch = collate_samples([samples[i] for i in order[start : start + batch_size]], pad)
+    for epoch, batches in enumerate(epochs):
+        for rows_of_batch in batches:
+            batch = collate_samples([samples[i] for i in rows_of_batch], pad)
             batch = batch.to(device)
             if sft_cfg.lr_decay:
                 for group in optimizer.param_groups:

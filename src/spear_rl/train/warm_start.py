@@ -28,7 +28,7 @@ from spear_rl.models.tokenizer import TOKENIZER_VERSION
 from spear_rl.train.checkpoint import check_free_space, checkpoint_bytes
 from spear_rl.train.config import Config
 from spear_rl.train.precision import resolve_precision
-from spear_rl.train.sft import run_sft, sft_corpus_texts
+from spear_rl.train.sft import SFT_ROWS_VERSION, run_sft, sft_corpus_texts
 
 _DONE = "sft_stats.json"  # written last: its presence marks a complete cache entry
 
@@ -121,6 +121,7 @@ def sft_cache_key(cfg: Config) -> str:
         "seed": cfg.train.seed,
         "version": spear_rl.__version__,
         "tokenizer": TOKENIZER_VERSION,
+        "rows": SFT_ROWS_VERSION,
     }
     blob = json.dumps(settings, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
