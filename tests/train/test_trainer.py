@@ -158,6 +158,22 @@ def test_resume_continues_the_same_run(tmp_path, model, arithmetic):
         assert not any("lora" in name for name, _ in merged.named_parameters())
 
 
+def test_a_run_says_what_auto_precision_became(tmp_path):
+    import torch
+
+    from spear_rl.train.precision import resolve_precision
+
+    lines: list[str] = []
+    auto = {"rollout": {"precision": "auto"}, "train": {"precision": "auto", "steps": 1}}
+    train(tiny_config(tmp_path, "auto", **auto), echo=lines.append)
+    here = resolve_precision("auto", torch.device("cpu"))
+    said = [line for line in lines if line.startswith("RL arithmetic")]
+    assert said == [f"RL arithmetic: sampling in {here}, the update in {here}"]
+    lines.clear()
+    train(tiny_config(tmp_path, "fp32", train={"steps": 1}), echo=lines.append)
+    assert not any(line.startswith("RL arithmetic") for line in lines)
+
+
 def test_cli_bad_config_names_the_key(capsys):
     assert main(["train", "--algo.los=vanilla"]) == 2
     err = capsys.readouterr().err

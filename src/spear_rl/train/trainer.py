@@ -157,6 +157,9 @@ def run(start: RunStart, stop: StopRequest, echo, envs: EnvPool) -> TrainResult:
         else None
     )
     settings = update_settings(cfg, tokenizer, device)
+    if "auto" in (cfg.rollout.precision, cfg.train.precision):  # say what `auto` became here
+        sampling = str(engine.dtype).removeprefix("torch.")
+        echo(f"RL arithmetic: sampling in {sampling}, the update in {settings.precision}")
     check_free_space(run_dir, checkpoint_bytes(model))  # a cached or resumed start: checked here
     start_step, success_before = 0, float("nan")
     if checkpoint is not None:
