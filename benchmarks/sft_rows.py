@@ -23,7 +23,7 @@ import spear_rl.train.sft as sft
 from spear_rl.experiments.interleaved import pair_orders, pair_ratios, spread
 from spear_rl.train.config import load_config, parse_overrides
 from spear_rl.train.runtime import make_env_factory, set_threads
-from spear_rl.train.warm_start import build_policy
+from spear_rl.train.warm_start import build_policy, sft_warm_start
 
 OUT = Path("benchmarks/results/sft_rows.json")
 KEYS = ("train_seconds", "tokens", "steps", "rows", "pairs", "loss_last_mean")
@@ -36,15 +36,7 @@ def warm_start(cfg, env_factory, rows: str) -> dict:
         sft.sft_rows = lambda episodes, layout: merged(episodes, "per_turn")
     try:
         model, tokenizer = build_policy(cfg, env_factory, None)
-        return sft.run_sft(
-            model,
-            tokenizer,
-            env_factory,
-            range(cfg.sft.episodes),
-            cfg.rollout,
-            cfg.sft,
-            seed=cfg.train.seed,
-        )
+        return sft_warm_start(model, tokenizer, env_factory, cfg, echo=lambda *_: None)
     finally:
         sft.sft_rows = merged
 
