@@ -18,14 +18,12 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from spear_rl.models.forward import token_logprobs
 from spear_rl.rollout.batch import collate_samples
 from spear_rl.rollout.engines import EngineSettings, GenerationEngine, make_engine
 from spear_rl.rollout.engines.sync import check_engine_sync, sync_engine
 from spear_rl.rollout.prompts import build_turn_prompt
 from spear_rl.rollout.sample import Sample
-from spear_rl.train.precision import autocast
-from spear_rl.train.update import UpdateSettings
+from spear_rl.train.update import UpdateSettings, update_logprobs
 
 PROBE_SEED = 0  # the probe is the first prompt of training task 0
 
@@ -100,14 +98,7 @@ def recompute_old_logprobs(
         for start in range(0, len(samples), step):
             chunk = samples[start : start + step]
             batch = collate_samples(chunk, settings.pad_token_id).to(device)
-            with autocast(settings.precision, device):
-                logp, _ = token_logprobs(
-                    model,
-                    batch.input_ids,
-                    batch.attention_mask,
-                    settings.temperature,
-                    score_mask=batch.loss_mask,
-                )
+            logp, _ = update_logprobs(model, batch, settings)
             logp = (logp * batch.loss_mask).float().cpu()
             gap = ((logp - batch.old_logprobs.cpu()) * batch.loss_mask.cpu()).abs()
             gaps += float(gap.sum())

@@ -104,6 +104,23 @@ class MetricSums:
         return {k: self.sums[k] / self.weights[k] for k in self.sums if self.weights[k] > 0}
 
 
+def update_logprobs(
+    model: torch.nn.Module, batch: TokenBatch, settings: UpdateSettings, with_entropy: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs (and entropies) of a batch's response tokens as the update computes them: in its
+    arithmetic (`settings.precision`) and at its temperature, the LM head scoring only the loss
+    mask's tokens (not the long prompts). pi_old's recompute uses it too, so the ratio starts at 1."""
+    with autocast(settings.precision, batch.input_ids.device):
+        return token_logprobs(
+            model,
+            batch.input_ids,
+            batch.attention_mask,
+            settings.temperature,
+            with_entropy=with_entropy,
+            score_mask=batch.loss_mask,
+        )
+
+
 def backward_loss(
     model: torch.nn.Module,
     samples: Sequence[Sample],
@@ -133,16 +150,7 @@ def backward_loss(
     total = 0.0
     for batch, selected in zip(batches, selections, strict=True):
         mask = batch.loss_mask
-        # score only the response tokens: the LM head skips the (long) prompts
-        with autocast(settings.precision, device):
-            logp, entropy = token_logprobs(
-                model,
-                batch.input_ids,
-                batch.attention_mask,
-                settings.temperature,
-                with_entropy=True,
-                score_mask=mask,
-            )
+        logp, entropy = update_logprobs(model, batch, settings, with_entropy=True)
         advantages = batch.advantages[:, None].to(logp.dtype).expand_as(logp)
         out = compute_policy_loss(
             spec.name,
@@ -162,14 +170,8 @@ def backward_loss(
         if spec.entropy_coef:
             token_loss = token_loss + entropy_bonus_term(entropy, spec.entropy_coef) * mask
         if spec.kl_coef and ref_model is not None:
-            with torch.no_grad(), autocast(settings.precision, device):
-                ref_logp, _ = token_logprobs(
-                    ref_model,
-                    batch.input_ids,
-                    batch.attention_mask,
-                    settings.temperature,
-                    score_mask=mask,
-                )
+            with torch.no_grad():
+                ref_logp, _ = update_logprobs(ref_model, batch, settings)
             kl = low_var_kl(logp, ref_logp)
             token_loss = token_loss + spec.kl_coef * kl * mask
             out.metrics["ref_kl"] = float((kl.detach() * mask).sum() / mask.sum().clamp(min=1))
@@ -238,13 +240,10 @@ def mini_batch_selection(
         starts = itertools.accumulate((len(b) for b in batches), initial=0)
         rows = [range(start, start + len(b)) for start, b in zip(starts, batches, strict=False)]
     by_sample: dict[int, tuple[torch.Tensor, ...]] = {}  # sample index -> its valid tokens
-    with torch.no_grad(), autocast(settings.precision, device):
+    with torch.no_grad():
         for batch, samples in zip(batches, rows, strict=True):
-            mask = batch.loss_mask
-            logp, _ = token_logprobs(
-                model, batch.input_ids, batch.attention_mask, settings.temperature, score_mask=mask
-            )
-            valid = mask > 0
+            logp, _ = update_logprobs(model, batch, settings)
+            valid = batch.loss_mask > 0
             for row, sample in enumerate(samples):
                 v = valid[row]
                 adv = batch.advantages[row].to(logp.dtype).expand(int(v.sum()))
