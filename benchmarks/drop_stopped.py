@@ -17,26 +17,18 @@ The numbers are wall-clock on whatever machine runs it; on a shared machine read
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 from pathlib import Path
 
 import torch
 
 import spear_rl.rollout.generation as generation
-from spear_rl.experiments.interleaved import spread
-from spear_rl.experiments.timed_rollout import timed_rollout
-from spear_rl.train.config import load_config, parse_overrides
-from spear_rl.train.evaluate import eval_seeds
-from spear_rl.train.runtime import make_env_factory, task_seeds
-from spear_rl.train.warm_start import initial_policy
+from spear_rl.experiments.rollout_ab import compare_rollouts
 
 OUT = Path("benchmarks/results/drop_stopped.json")
 
 
-def one_rollout(model, tokenizer, env_factory, rollout_cfg, seeds: list[int], seed: int) -> dict:
-    run, _ = timed_rollout(model, tokenizer, env_factory, seeds, rollout_cfg, seed)
-    return run
+def use(side: str) -> None:
+    generation.DROP_STOPPED_ROWS = side == "on"
 
 
 def main() -> None:
@@ -49,55 +41,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     args, rest = parser.parse_known_args()
     torch.set_num_threads(args.threads)
-    cfg = load_config(args.recipe, parse_overrides(rest))
-    env_factory = make_env_factory(cfg)
-    model, tokenizer, _ = initial_policy(cfg, make_env_factory(cfg))
-    model.eval()
-    phases = {  # (rollout settings, task seeds): an evaluation plays each seed once
-        "eval": (
-            dataclasses.replace(cfg.rollout, group_size=1),
-            eval_seeds(cfg.train.eval_episodes),
-        ),
-        "train_step": (cfg.rollout, task_seeds(cfg, 1)),
-    }
-    runs: dict[str, dict[str, list[dict]]] = {p: {"off": [], "on": []} for p in phases}
-    try:
-        for r in range(args.rounds):
-            for drop in (False, True) if r % 2 == 0 else (True, False):
-                generation.DROP_STOPPED_ROWS = drop
-                name = "on" if drop else "off"
-                for phase, (rollout_cfg, seeds) in phases.items():
-                    run = one_rollout(model, tokenizer, env_factory, rollout_cfg, seeds, r + 1)
-                    runs[phase][name].append(run)
-                    print(
-                        f"round {r + 1} {phase:10} drop={name:3}: {len(seeds)} tasks, "
-                        f"generate {run['generate_s']:.1f} s, {run['tokens_per_s']:.0f} tok/s",
-                        flush=True,
-                    )
-    finally:
-        generation.DROP_STOPPED_ROWS = True
-    summary: dict = {"recipe": args.recipe or "default", "rounds": args.rounds, "phases": {}}
-    print(f"\n{'phase':11} {'drop':5} {'generate s':>22} {'tok/s':>20} {'speedup':>8}")
-    for phase, by in runs.items():
-        entry = {
-            name: {k: spread([run[k] for run in rows]) for k in ("generate_s", "tokens_per_s")}
-            | {"runs": rows}
-            for name, rows in by.items()
-        }
-        entry["speedup_tokens_per_s"] = (
-            entry["on"]["tokens_per_s"]["median"] / entry["off"]["tokens_per_s"]["median"]
-        )
-        summary["phases"][phase] = entry
-        for name in ("off", "on"):
-            g, t = entry[name]["generate_s"], entry[name]["tokens_per_s"]
-            ratio = t["median"] / entry["off"]["tokens_per_s"]["median"]
-            print(
-                f"{phase:11} {name:5} {g['median']:6.1f} ({g['min']:.1f}-{g['max']:.1f})"
-                f"{'':4} {t['median']:6.0f} ({t['min']:.0f}-{t['max']:.0f})  {ratio:7.2f}x"
-            )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"saved {args.out}")
+    compare_rollouts(args.recipe, rest, use, ("off", "on"), args.rounds, args.out, "drop")
 
 
 if __name__ == "__main__":

@@ -399,10 +399,26 @@ def _sample(
     probs = log_probs.exp()
     if top_p < 1.0:
         probs = _nucleus(probs, top_p)
-    if probs.device != generator.device:  # e.g. a CPU generator with a CUDA model
-        probs = probs.to(generator.device)
-    chosen = torch.multinomial(probs, 1, generator=generator).squeeze(-1).to(log_probs.device)
+    chosen = _inverse_cdf(probs, generator)
     return chosen, log_probs.gather(-1, chosen.unsqueeze(-1)).squeeze(-1)
+
+
+def _inverse_cdf(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One token per row, drawn with probability `probs` (unnormalised, >= 0): the first token
+    whose cumulative mass passes a uniform draw. One random number per row, where
+    `torch.multinomial` draws one per vocabulary entry (an exponential each: 10-20% of a CPU
+    decoding step at a 49k vocabulary); zero-probability tokens are never chosen. float64 sums
+    keep the boundaries exact to ~1e-16 of the mass."""
+    cdf = probs.double().cumsum(-1)
+    total = cdf[:, -1:]
+    uniform = torch.rand(
+        len(probs), 1, generator=generator, dtype=torch.float64, device=generator.device
+    )
+    # below the total mass even where u * total rounds up to it, so a token is always found
+    threshold = torch.minimum(
+        uniform.to(probs.device) * total, total.nextafter(total.new_zeros(()))
+    )
+    return torch.searchsorted(cdf, threshold, right=True).squeeze(-1)
 
 
 def _nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
