@@ -29,10 +29,12 @@ def compare_rollouts(
     rounds: int,
     out: Path,
     label: str,
+    extra: dict | None = None,
 ) -> dict:
     """`use(side)` switches the sampler to `side` (the first side is the baseline); returns and
     saves the summary: per phase and side the medians and ranges of generation seconds and tokens
-    per second, and the second side's speed-up in tokens per second."""
+    per second, and the second side's speed-up in tokens per second, plus the `extra` fields (the
+    caller's other measurements)."""
     cfg = load_config(recipe, parse_overrides(overrides))
     env_factory = make_env_factory(cfg)
     model, tokenizer, _ = initial_policy(cfg, env_factory)
@@ -60,7 +62,7 @@ def compare_rollouts(
     finally:
         use(sides[-1])  # the library's own setting
     base, other = sides
-    summary: dict = {"recipe": recipe or "default", "rounds": rounds, "phases": {}}
+    summary: dict = {"recipe": recipe or "default", "rounds": rounds, "phases": {}, **(extra or {})}
     print(f"\n{'phase':11} {label:9} {'generate s':>22} {'tok/s':>20} {'speedup':>8}")
     for phase, by in runs.items():
         entry = {
