@@ -173,8 +173,9 @@ def test_bad_arguments(policy):
         _gen(model, tokenizer, [[5]], n=0)
 
 
-def test_nan_logits_are_a_clear_error():
-    logits = torch.tensor([[0.0, float("nan")]])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_nan_or_inf_logits_are_a_clear_error(bad):
+    logits = torch.tensor([[0.0, 1.0, 2.0], [0.5, bad, 0.0]])
     with pytest.raises(GenerationError, match="diverged"):
         generation._sample(logits, 1.0, 1.0, torch.Generator())
 
@@ -205,3 +206,18 @@ def test_inverse_cdf_is_a_function_of_the_generator_state():
     one_hot = torch.zeros(4, 5)
     one_hot[:, 2] = 1.0  # all the mass on one token, the last tokens empty
     assert generation._inverse_cdf(one_hot, torch.Generator()).tolist() == [2, 2, 2, 2]
+
+
+def test_sampled_tokens_follow_the_tempered_nucleus_and_record_its_log_probs():
+    # what generate() calls each step: temperature 0.5 sharpens, top_p 0.9 then drops the tail
+    logits = torch.tensor([1.2, 0.5, 0.0, -0.9, 0.9, -3.0])
+    rows = logits.expand(100_000, -1).contiguous()
+    chosen, logp = generation._sample(rows, 0.5, 0.9, torch.Generator().manual_seed(0))
+    tempered = torch.log_softmax(logits / 0.5, -1)
+    kept = generation._nucleus(tempered.exp()[None], 0.9)[0]
+    assert (kept == 0).sum() >= 2  # the nucleus does drop tokens here
+    expected = kept / kept.sum()
+    counts = torch.bincount(chosen, minlength=len(logits)).double() / len(rows)
+    assert counts[kept == 0].sum() == 0  # outside the nucleus: never drawn
+    assert torch.allclose(counts, expected.double(), atol=0.008)  # binomial std <= 0.0016
+    assert torch.allclose(logp, tempered[chosen])  # the full tempered distribution's log-prob
