@@ -14,28 +14,19 @@ result shows up next to a change of speed.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
 
+from spear_rl.experiments.git_refs import export_src
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "default_run.json"
-
-
-def export(ref: str, into: Path) -> str:
-    """`src/` of `ref` under `into`; returns the full commit hash."""
-    sha = subprocess.check_output(["git", "rev-parse", ref], cwd=ROOT, text=True).strip()
-    blob = subprocess.check_output(["git", "archive", sha, "src"], cwd=ROOT)
-    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
-        tar.extractall(into, filter="data")
-    return sha
 
 
 def run(src: Path, cache: Path, out: Path, extra: list[str]) -> dict:
@@ -92,7 +83,7 @@ def main() -> None:
     cached: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        shas = {arm: export(getattr(args, arm), tmp / arm) for arm in ("old", "new")}
+        shas = {arm: export_src(getattr(args, arm), tmp / arm, ROOT) for arm in ("old", "new")}
         for rnd in range(args.rounds):
             for arm in ("old", "new") if rnd % 2 == 0 else ("new", "old"):
                 print(f"round {rnd + 1}/{args.rounds}: {arm} ({shas[arm][:7]}) ...", flush=True)

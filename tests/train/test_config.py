@@ -199,3 +199,4 @@ def test_off_for_a_string_key_stays_the_word_yaml_would_turn_into_false():
     cfg = load_config(None, parse_overrides(["--sft.cache_dir=off"]))
     assert cfg.sft.cache_dir == "off"
     assert load_config(None, {"sft": {"cache_dir": False}}).sft.cache_dir == "off"
+    assert load_config(None, {"model": {"cache_dir": False}}).model.cache_dir == "off"

@@ -64,6 +64,9 @@ def test_cache_key_covers_what_sft_depends_on(tmp_path):
         env={"workers": "process", "num_workers": 2},
     )
     assert sft_cache_key(base) == sft_cache_key(other_rollout)
+    # where a GGUF conversion is cached changes no weight
+    other_model_cache = config(tmp_path, "k", tmp_path, model={"cache_dir": str(tmp_path / "m")})
+    assert sft_cache_key(base) == sft_cache_key(other_model_cache)
     for extra in (
         {"train": {"seed": 1}},
         {"sft": {"episodes": 9}},

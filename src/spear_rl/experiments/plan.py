@@ -21,6 +21,7 @@ NOT_COMPARED = (
     "train.threads",
     "train.checkpoint_every",
     "sft.cache_dir",
+    "model.cache_dir",
     "env.workers",
     "env.num_workers",
     "env.cpus_per_worker",

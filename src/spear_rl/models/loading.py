@@ -10,6 +10,7 @@ import dataclasses
 import importlib.util
 import json
 import os
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import torch
 from spear_rl.models.attention import use_grouped_sdpa
 from spear_rl.models.config import ModelConfig, torch_dtype
 from spear_rl.models.forward import contiguous_head_input
+from spear_rl.models.gguf_cache import gguf_cache_entry, is_converted, save_converted
 from spear_rl.models.tiny import build_tiny_model
 from spear_rl.models.tokenizer import build_tiny_tokenizer, pad_token_id, stop_token_ids
 
@@ -53,9 +55,11 @@ def load_policy(
         except ValueError as err:
             raise ModelLoadError(str(err)) from None
     elif name == "smollm2":
-        model, tokenizer = _load_pretrained(_smollm2_folder(), cfg.gguf_file or SMOLLM2_GGUF, dtype)
+        model, tokenizer = _load_pretrained(
+            _smollm2_folder(), cfg.gguf_file or SMOLLM2_GGUF, dtype, cfg.cache_dir
+        )
     else:
-        model, tokenizer = _load_pretrained(name, cfg.gguf_file, dtype)
+        model, tokenizer = _load_pretrained(name, cfg.gguf_file, dtype, cfg.cache_dir)
     set_chat_template(tokenizer, cfg.chat_template)
     _check_chat_ready(tokenizer, name)
     use_grouped_sdpa(model)
@@ -122,7 +126,69 @@ def _smollm2_folder() -> str:
     return os.path.dirname(spec.origin)
 
 
-def _load_pretrained(path: str, gguf_file: str | None, dtype):
+def _load_pretrained(path: str, gguf_file: str | None, dtype, cache_dir: str = "off"):
+    if not os.path.isdir(path):
+        raise ModelLoadError(
+            f"model path {path!r} is not a directory; set model.name_or_path to 'tiny', 'smollm2' or "
+            "a local directory holding a Hugging Face causal LM (config.json + weights, or a GGUF file)"
+        )
+    if gguf_file is not None:
+        model, tokenizer = _load_gguf(path, gguf_file, dtype, cache_dir)
+    elif not os.path.isfile(os.path.join(path, "config.json")):
+        raise ModelLoadError(
+            f"{path!r} has no config.json; point model.name_or_path at a saved Hugging Face model "
+            "directory, or set model.gguf_file to the .gguf file inside it"
+        )
+    else:
+        model, tokenizer = _read_pretrained(path, dtype)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token  # masks, not the pad id, decide what is attended
+    tokenizer.padding_side = "right"
+    return model, tokenizer
+
+
+def _load_gguf(path: str, gguf_file: str, dtype, cache_dir: str):
+    """A GGUF model de-quantised to `dtype`, through the conversion cache (`models/gguf_cache.py`):
+    converted once, saved as a plain transformers folder, and every load (the first included) then
+    reads that folder, so a run is the same whether or not the conversion was cached."""
+    file = os.path.join(path, gguf_file)
+    if not os.path.isfile(file):
+        raise ModelLoadError(f"GGUF file {gguf_file!r} not found in {path!r}")
+    entry = gguf_cache_entry(cache_dir, file, dtype)
+    if entry is not None and is_converted(entry):
+        try:
+            return _read_pretrained(str(entry), dtype)
+        except ModelLoadError as err:
+            raise ModelLoadError(
+                f"the cached conversion of {gguf_file!r} does not load; delete {entry} to convert "
+                f"again ({err})"
+            ) from None
+    if importlib.util.find_spec("gguf") is None:
+        raise ModelLoadError(
+            "loading a GGUF model needs the gguf package: pip install 'spear-rl[smollm]'"
+        )
+    model, tokenizer = _read_pretrained(path, dtype, gguf_file=gguf_file)
+    # GGUF weights are de-quantised to `dtype` on load; drop the quantiser mark so checkpoints
+    # save as an ordinary model that plain transformers loads.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    if entry is None:
+        return model, tokenizer
+    try:
+        save_converted(entry, model, tokenizer, file)
+    except OSError as err:
+        warnings.warn(
+            f"could not cache the converted GGUF model in {entry} ({_one_line(err)}); the next "
+            "load converts again (model.cache_dir=off stops trying)",
+            stacklevel=2,
+        )
+        return model, tokenizer
+    return _read_pretrained(str(entry), dtype)
+
+
+def _read_pretrained(path: str, dtype, gguf_file: str | None = None):
+    """Config, tokenizer and model of a transformers folder (or of a GGUF file in it)."""
     from transformers import (
         AutoConfig,
         AutoModelForCausalLM,
@@ -131,25 +197,9 @@ def _load_pretrained(path: str, gguf_file: str | None, dtype):
     )
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-    if not os.path.isdir(path):
-        raise ModelLoadError(
-            f"model path {path!r} is not a directory; set model.name_or_path to 'tiny', 'smollm2' or "
-            "a local directory holding a Hugging Face causal LM (config.json + weights, or a GGUF file)"
-        )
     kwargs: dict = {"local_files_only": True}
     if gguf_file is not None:
-        if not os.path.isfile(os.path.join(path, gguf_file)):
-            raise ModelLoadError(f"GGUF file {gguf_file!r} not found in {path!r}")
-        if importlib.util.find_spec("gguf") is None:
-            raise ModelLoadError(
-                "loading a GGUF model needs the gguf package: pip install 'spear-rl[smollm]'"
-            )
         kwargs["gguf_file"] = gguf_file
-    elif not os.path.isfile(os.path.join(path, "config.json")):
-        raise ModelLoadError(
-            f"{path!r} has no config.json; point model.name_or_path at a saved Hugging Face model "
-            "directory, or set model.gguf_file to the .gguf file inside it"
-        )
     try:
         config = AutoConfig.from_pretrained(path, **kwargs)
     except Exception as err:
@@ -167,22 +217,15 @@ def _load_pretrained(path: str, gguf_file: str | None, dtype):
             # which swaps in Qwen's pre-tokenizer and NFC and so tokenizes differently.
             tokenizer = PreTrainedTokenizerFast.from_pretrained(path, **kwargs)
         else:
-            tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+            # handing the config on spares AutoTokenizer its own reading of it (a GGUF file's
+            # metadata is parsed whole each time: ~4 s for SmolLM2's); the model's likewise
+            tokenizer = AutoTokenizer.from_pretrained(path, config=config, **kwargs)
     except Exception as err:
         raise ModelLoadError(f"cannot load a tokenizer from {path!r}: {_one_line(err)}") from None
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=dtype, **kwargs)
     except Exception as err:
         raise ModelLoadError(f"cannot load the model in {path!r}: {_one_line(err)}") from None
-    if gguf_file is not None:
-        # GGUF weights are de-quantised to `dtype` on load; drop the quantiser mark so checkpoints
-        # save as an ordinary model that plain transformers loads.
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token  # masks, not the pad id, decide what is attended
-    tokenizer.padding_side = "right"
     return model, tokenizer
 
 

@@ -7,7 +7,7 @@ the package and tokenizer versions), and later runs with the same key load them 
 again. The load is exact (safetensors), so a cached start and a fresh one give the same run.
 `sft.cache_dir`: `auto` (the default) is `$SPEAR_CACHE_DIR/sft`, else `~/.cache/spear-rl/sft`
 (`$XDG_CACHE_HOME` respected); `off` turns the cache off, and `SPEAR_CACHE_DIR=off` does so for
-`auto` runs (the test suite sets it, so each test's SFT runs).
+`auto` runs (the test suite sets it, so each test's SFT runs). See `spear_rl/cache_dirs.py`.
 """
 
 from __future__ import annotations
@@ -15,14 +15,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
 import spear_rl
+from spear_rl.cache_dirs import cache_folder, write_entry
 from spear_rl.models.loading import load_policy, load_saved_policy, save_policy
 from spear_rl.models.tokenizer import TOKENIZER_VERSION
 from spear_rl.train.checkpoint import check_free_space, checkpoint_bytes
@@ -95,17 +94,7 @@ SFT_ROLLOUT_KEYS = ("max_turns", "history_turns", "layout", "max_prompt_tokens",
 
 def sft_cache_root(cache_dir: str) -> Path | None:
     """The cache folder `sft.cache_dir` names, or None when caching is off."""
-    if cache_dir in ("", "off"):
-        return None
-    if cache_dir != "auto":
-        return Path(cache_dir)
-    base = os.environ.get("SPEAR_CACHE_DIR", "")
-    if base == "off":
-        return None
-    if base:
-        return Path(base) / "sft"
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "spear-rl" / "sft"
+    return cache_folder(cache_dir, "sft")
 
 
 def sft_cache_key(cfg: Config) -> str:
@@ -114,7 +103,8 @@ def sft_cache_key(cfg: Config) -> str:
     # `auto` is keyed by what it means on this machine; SFT runs where the model loads, the CPU
     sft["precision"] = resolve_precision(cfg.sft.precision, torch.device("cpu"))
     settings = {
-        "model": dataclasses.asdict(cfg.model),
+        # where a GGUF conversion is cached changes no weight
+        "model": {k: v for k, v in dataclasses.asdict(cfg.model).items() if k != "cache_dir"},
         "env": {"name": cfg.env.name, "kwargs": cfg.env.kwargs},
         "rollout": {k: rollout[k] for k in SFT_ROLLOUT_KEYS},
         "sft": sft,
@@ -159,15 +149,11 @@ def initial_policy(
 
 
 def save_entry(entry: Path, model, tokenizer, stats: dict[str, Any]) -> None:
-    """Write to a temporary folder, then rename: a crash never leaves a half entry that loads."""
-    tmp = entry.with_name(f"{entry.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_policy(model, tokenizer, tmp)
-    plain = {k: v for k, v in stats.items() if isinstance(v, int | float | str)}
-    (tmp / _DONE).write_text(json.dumps(plain, indent=2))
-    if entry.exists() and not (entry / _DONE).is_file():
-        shutil.rmtree(entry, ignore_errors=True)  # left by a crash before the rename was possible
-    try:
-        tmp.rename(entry)
-    except OSError:  # another run finished the same entry first: keep theirs
-        shutil.rmtree(tmp, ignore_errors=True)
+    """The warmed-up policy and its SFT stats, written whole or not at all."""
+
+    def write(folder: Path) -> None:
+        save_policy(model, tokenizer, folder)
+        plain = {k: v for k, v in stats.items() if isinstance(v, int | float | str)}
+        (folder / _DONE).write_text(json.dumps(plain, indent=2))
+
+    write_entry(entry, write, _DONE)
