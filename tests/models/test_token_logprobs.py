@@ -128,8 +128,10 @@ def _policy_and_batch_for_path(monkeypatch, path: str):
     ids, mask = (_grouped_batch if path == "group_prefix" else _right_padded_batch)(tokenizer)
     if path not in ("shared_prefix", "group_prefix"):
         monkeypatch.setattr(forward, "MIN_SHARED_PREFIX", 10**9)
-    if path == "chunked":  # a few positions per chunk, recomputed in backward
+    if path.startswith("chunked"):  # a few positions per chunk
         monkeypatch.setattr(forward, "LOGITS_CHUNK_ELEMENTS", 3 * ids.shape[0] * len(tokenizer))
+    if path == "chunked":  # ... recomputed in backward
+        monkeypatch.setattr(forward, "KEEP_LOGITS_ELEMENTS", 0)
     groups = forward._prefix_groups(model, ids, mask)
     if path == "shared_prefix":
         assert groups.prefix.tolist() == [40] and groups.group.tolist() == [0] * len(ids)
@@ -143,7 +145,7 @@ def _policy_and_batch_for_path(monkeypatch, path: str):
     return model, ids, mask
 
 
-PATHS = ["shared_prefix", "group_prefix", "plain", "chunked"]
+PATHS = ["shared_prefix", "group_prefix", "plain", "chunked", "chunked_kept"]
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -162,6 +164,20 @@ def test_fast_paths_match_the_definition(monkeypatch, path):
     assert torch.allclose(entropy, want_entropy, atol=1e-5)
     assert _relative_error(_grads(model), want_grad) < 1e-5
     model.zero_grad()
+
+
+def test_kept_and_recomputed_chunks_give_the_same_numbers(monkeypatch):
+    """Keeping the LM head's chunks for backward instead of recomputing them changes no bit."""
+    model, ids, mask = _policy_and_batch_for_path(monkeypatch, "chunked_kept")
+    results = []
+    for keep in (0, 10**12):  # recompute every chunk / keep every chunk
+        monkeypatch.setattr(forward, "KEEP_LOGITS_ELEMENTS", keep)
+        model.zero_grad()
+        logp, entropy = token_logprobs(model, ids, mask, temperature=0.7, with_entropy=True)
+        (logp.sum() + 0.1 * entropy.sum()).backward()
+        results.append((logp.detach(), entropy.detach(), _grads(model).clone()))
+    for recomputed, kept in zip(*results, strict=True):
+        assert torch.equal(recomputed, kept)
 
 
 @pytest.mark.parametrize("path", PATHS)

@@ -4,7 +4,8 @@ This is the one function the trainer uses to score tokens, so it must agree with
 rollout records while sampling (tested to 1e-4). Memory: the [B, L, V] logits are never held whole.
 For standard decoder-only models the final hidden states are projected by the LM head a chunk of
 positions at a time, each chunk reduced to log_softmax + gather at once, and, when gradients are
-on, each chunk is checkpointed so that only the [B, L, H] hidden states are kept for backward.
+on and the scored logits are large, each chunk is checkpointed so that only the [B, L, H] hidden
+states are kept for backward.
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ from spear_rl.models.unique_rows import distinct_rows
 
 # Largest logits block materialised at once (floats): 16M = 64 MiB in fp32.
 LOGITS_CHUNK_ELEMENTS = 1 << 24
+# Scored logits up to this many (positions x vocabulary) keep their chunks for backward; more are
+# recomputed there (checkpointed). Keeping holds about 3 floats per element (logits, log-softmax,
+# its exp for the entropy): at most ~0.8 GB in fp32. Recomputing costs a second LM head and
+# log-softmax per chunk: a third of the default's SFT and update head time (docs/benchmarks.md).
+# The numbers are the same either way (the recompute repeats the same kernels on the same inputs).
+KEEP_LOGITS_ELEMENTS = 1 << 26
 
 # A prefix at least this long that rows share (the system prompt of every per_turn sample, the
 # prompt of a GRPO group's replies) is computed once per batch or group instead of once per row.
@@ -322,7 +329,11 @@ def _selected_logprobs(hidden, targets, wanted, project, vocab, temperature, wit
 def _chunked_logprobs(hidden, targets, project, vocab, temperature, with_entropy):
     batch, length = targets.shape
     chunk = max(1, LOGITS_CHUNK_ELEMENTS // max(1, batch * vocab))
-    recompute = torch.is_grad_enabled() and hidden.requires_grad and length > chunk
+    recompute = (
+        torch.is_grad_enabled()
+        and hidden.requires_grad
+        and batch * length * vocab > KEEP_LOGITS_ELEMENTS
+    )
     logps, entropies = [], []
     for start in range(0, length, chunk):
         args = (hidden[:, start : start + chunk], targets[:, start : start + chunk])
