@@ -359,3 +359,30 @@ def test_copies_are_not_merged_under_active_dropout():
     assert distinct_rows(wrapped.train(), ids, mask, None) is not None
     model.drop = torch.nn.Dropout(0.2)
     assert distinct_rows(model.train(), ids, mask, None) is None
+
+
+def test_a_shared_prefix_cache_adds_its_rows_gradients_in_index_order():
+    """The rows that share a prefix send their gradients back to its one cache row: summed in
+    index order every time (transformers' own `keys[index]` summed them in an order that varies
+    with thread timing, so two runs of one batch differed in the last bits)."""
+    from transformers import DynamicCache
+
+    generator = torch.Generator().manual_seed(0)
+    keys = torch.randn(1, 3, 230, 64, generator=generator, requires_grad=True)
+    values = torch.randn(1, 3, 230, 64, generator=generator, requires_grad=True)
+    upstream = torch.randn(12, 3, 230, 64, generator=generator)
+    cache = DynamicCache()
+    cache.update(keys, values, 0)
+    forward._select_cache_rows(cache, torch.zeros(12, dtype=torch.long))
+    layer = cache.layers[0]
+    assert torch.equal(layer.keys, keys.detach().expand(12, -1, -1, -1))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the suite runs one thread; the timing-dependent order needs two
+    try:
+        ((layer.keys + layer.values) * upstream).sum().backward()
+    finally:
+        torch.set_num_threads(threads)
+    in_order = torch.zeros_like(keys)
+    for row in upstream:
+        in_order[0] += row
+    assert torch.equal(keys.grad, in_order) and torch.equal(values.grad, in_order)

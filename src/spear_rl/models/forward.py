@@ -75,7 +75,11 @@ def token_logprobs(
             with_entropy,
             None if score_mask is None else score_mask[first],
         )
-        return logp[inverse], (None if entropy is None else entropy[inverse])
+        # index_select, not logp[inverse]: its backward adds the copies' gradients in a fixed order
+        # (see _select_cache_rows)
+        return logp.index_select(0, inverse), (
+            None if entropy is None else entropy.index_select(0, inverse)
+        )
     return _rows_logprobs(model, input_ids, attention_mask, temperature, with_entropy, score_mask)
 
 
@@ -236,7 +240,7 @@ def _grouped_prefix_hidden(decoder, input_ids, attention_mask, position_ids, gro
         use_cache=True,
         **{CACHE_KWARG: cache},
     ).last_hidden_state
-    cache.batch_select_indices(groups.group)
+    _select_cache_rows(cache, groups.group)
     row_prefix = groups.prefix[groups.group]
     rest_len = int((attention_mask.sum(1) - row_prefix).max())
     index = row_prefix[:, None] + torch.arange(rest_len, device=device)[None]
@@ -252,11 +256,27 @@ def _grouped_prefix_hidden(decoder, input_ids, attention_mask, position_ids, gro
         **{CACHE_KWARG: cache},
     ).last_hidden_state
     # position t of row b: the group's prefix state below row_prefix[b], else the row's own
-    states = torch.cat([prefix_hidden[groups.group], rest_hidden], dim=1)
+    states = torch.cat([prefix_hidden.index_select(0, groups.group), rest_hidden], dim=1)
     t = torch.arange(width, device=device)[None]
     source = torch.where(t < row_prefix[:, None], t, prefix_len + t - row_prefix[:, None])
     source = source.clamp(max=states.shape[1] - 1)  # padding positions: any state, never scored
     return states.gather(1, source[..., None].expand(-1, -1, states.shape[-1]))
+
+
+def _select_cache_rows(cache, index: Tensor) -> None:
+    """`cache.batch_select_indices(index)` through `index_select`. transformers selects with
+    `keys[index]`, whose backward on the CPU (index_put_ with accumulate) adds the rows that share
+    a prefix in an order that depends on thread timing: two runs of the same batch got different
+    last bits, more often on a busy machine. index_select's backward (index_add_) adds them in index
+    order, the same every time. Cache layers with more per-row state keep transformers' own."""
+    from transformers.cache_utils import DynamicLayer
+
+    for layer in cache.layers:
+        if type(layer).batch_select_indices is not DynamicLayer.batch_select_indices:
+            layer.batch_select_indices(index)
+        elif layer.get_seq_length() > 0:
+            layer.keys = layer.keys.index_select(0, index)
+            layer.values = layer.values.index_select(0, index)
 
 
 def _shared_prefix_logprobs(
