@@ -25,13 +25,13 @@ import dataclasses
 import gc
 import hashlib
 import json
-import statistics
 import time
 from pathlib import Path
 
 import torch
 
 from spear_rl.experiments.first_batch import first_batch
+from spear_rl.experiments.interleaved import spread
 from spear_rl.models import forward
 from spear_rl.train.config import load_config, parse_overrides
 from spear_rl.train.settings import update_settings
@@ -67,10 +67,6 @@ def digest(model) -> str:
     return h.hexdigest()
 
 
-def summary(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -102,9 +98,9 @@ def main() -> None:
         rounds.append(row)
         print(f"round {index + 1}: " + ", ".join(f"{k} {v:.2f}" for k, v in row.items()))
     forward.KEEP_LOGITS_ELEMENTS = WAYS["keep"]
-    medians = {key: summary([r[key] for r in rounds]) for key in rounds[0]}
+    medians = {key: spread([r[key] for r in rounds]) for key in rounds[0]}
     ratios = {
-        part: summary([r[f"{part}_recompute_s"] / r[f"{part}_keep_s"] for r in rounds])
+        part: spread([r[f"{part}_recompute_s"] / r[f"{part}_keep_s"] for r in rounds])
         for part in identical
     }
     tokens = sum(sum(s.loss_mask) for s in samples)

@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from spear_rl.experiments.git_refs import export_src
+from spear_rl.experiments.interleaved import spread
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "model_load.json"
@@ -79,15 +79,14 @@ def main() -> None:
     reference = runs["old"][0]["weights"]
     same = all(r["weights"] == reference for arm in arms for r in runs[arm])
 
-    def stats(arm: str, key: str) -> dict:
-        values = [r[key] for r in runs[arm]]
-        return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
     summary = {
         "refs": shas,
         "rounds": args.rounds,
         "same_weights": same,
-        "arms": {arm: {k: stats(arm, k) for k in ("import_s", "load_s")} for arm in arms},
+        "arms": {
+            arm: {k: spread([r[k] for r in runs[arm]]) for k in ("import_s", "load_s")}
+            for arm in arms
+        },
         "runs": {
             arm: [{k: r[k] for k in ("import_s", "load_s")} for r in runs[arm]] for arm in arms
         },
