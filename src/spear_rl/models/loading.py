@@ -5,8 +5,10 @@ Every failure is one `ModelLoadError` line that says what is wrong and how to fi
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import functools
 import importlib.util
 import json
 import os
@@ -184,12 +186,34 @@ def _convert_gguf(path: str, gguf_file: str, dtype):
         raise ModelLoadError(
             "loading a GGUF model needs the gguf package: pip install 'spear-rl[smollm]'"
         )
-    model, tokenizer = _read_pretrained(path, dtype, gguf_file=gguf_file)
+    with _gguf_parsed_once():
+        model, tokenizer = _read_pretrained(path, dtype, gguf_file=gguf_file)
     # drop the quantiser mark, so the model saves as an ordinary one that plain transformers loads
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     return model, tokenizer
+
+
+@contextlib.contextmanager
+def _gguf_parsed_once():
+    """transformers parses the whole GGUF file (3 s for SmolLM2) for the config, for the tokenizer
+    and again for the weights, and rebuilds gguf's tensor-name table (0.01 s) for each of the
+    model's 400 modules: for the length of one conversion, the file is parsed once and each table
+    built once. Both are read only, so the conversion is the same."""
+    import gguf
+
+    make_reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+
+    @functools.cache
+    def reader(path, mode="r"):
+        return make_reader(path, mode)
+
+    gguf.GGUFReader, gguf.get_tensor_name_map = reader, functools.cache(name_map)
+    try:
+        yield
+    finally:
+        gguf.GGUFReader, gguf.get_tensor_name_map = make_reader, name_map
 
 
 def _read_pretrained(path: str, dtype, gguf_file: str | None = None):
