@@ -6,8 +6,9 @@ for a few steps twice: alone, and with a busy-loop process this script starts be
 stops after it, so one core is taken from it. Candidates and conditions interleave in one
 invocation, so slow drift in the machine's load hits them alike:
 
-- default: what `spear train` does today: all physical cores, idle OpenMP threads spin 1000
-  times, then sleep (the CLI sets GOMP_SPINCOUNT=1000 before torch loads);
+- default: what `spear train` does today: all physical cores, idle OpenMP threads spin 3000
+  times, then sleep (the CLI sets GOMP_SPINCOUNT=3000 before torch loads);
+- spin1k: GOMP_SPINCOUNT=1000 (the default until 2026-12-07);
 - passive: all cores, idle threads sleep at once (OMP_WAIT_POLICY=PASSIVE);
 - spin: the old default: all cores, GOMP_SPINCOUNT=300000 (libgomp's spin when no policy is set);
 - spin10k: GOMP_SPINCOUNT=10000;
@@ -51,6 +52,7 @@ CANDIDATES = {
     "one": ({}, ["--train.threads=1"]),
     "passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, []),
     "spin10k": ({"GOMP_SPINCOUNT": "10000"}, []),
+    "spin1k": ({"GOMP_SPINCOUNT": "1000"}, []),
 }
 OPENMP_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "OMP_DISPLAY_ENV")
 PHASES = ("step", "generate", "update")

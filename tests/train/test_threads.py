@@ -41,7 +41,7 @@ def libgomp_spincount() -> int:
 
 def test_the_spear_command_makes_openmp_threads_spin_briefly():
     # without it libgomp spins 300000 times before sleeping
-    assert libgomp_spincount() == SHORT_SPIN == 1000
+    assert libgomp_spincount() == SHORT_SPIN == 3000
 
 
 def test_spin_briefly_only_before_torch_loads_and_only_without_a_users_policy(monkeypatch):
@@ -53,7 +53,7 @@ def test_spin_briefly_only_before_torch_loads_and_only_without_a_users_policy(mo
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     assert not spin_briefly() and "GOMP_SPINCOUNT" not in os.environ
     monkeypatch.delenv("OMP_WAIT_POLICY")
-    assert spin_briefly() and os.environ["GOMP_SPINCOUNT"] == "1000"
+    assert spin_briefly() and os.environ["GOMP_SPINCOUNT"] == "3000"
 
 
 def fake_sysfs(root, core_of_cpu: dict[int, int], cpu_max: str | None = None):
@@ -95,12 +95,12 @@ def test_busy_warning_names_the_load_and_what_waiting_threads_do(monkeypatch):
     assert note.startswith("note: the CPU is already busy (1-minute load 1.2 on 2 cores)")
     assert "\n" not in note and "threads soon sleep when idle" in note
     monkeypatch.delenv("OMP_WAIT_POLICY")
-    monkeypatch.setenv("GOMP_SPINCOUNT", "1000")
-    assert "threads soon sleep when idle (GOMP_SPINCOUNT=1000" in busy_warning(2, 2)
+    monkeypatch.setenv("GOMP_SPINCOUNT", "3000")
+    assert "threads soon sleep when idle (GOMP_SPINCOUNT=3000" in busy_warning(2, 2)
     monkeypatch.setenv("GOMP_SPINCOUNT", "10000")
-    assert "set GOMP_SPINCOUNT=1000" in busy_warning(2, 2)
+    assert "set GOMP_SPINCOUNT=3000" in busy_warning(2, 2)
     monkeypatch.delenv("GOMP_SPINCOUNT")
-    assert "set GOMP_SPINCOUNT=1000" in busy_warning(2, 2)
+    assert "set GOMP_SPINCOUNT=3000" in busy_warning(2, 2)
     assert "one torch thread" in busy_warning(1, 2)
     assert busy_warning(8, 32) is None  # 1.2 of 32 cores busy is not busy
 

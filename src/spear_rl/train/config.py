@@ -88,7 +88,7 @@ class TrainConfig(Settings):
         0,
         "torch CPU threads; 0 = one per physical core this process may use (split over a node's "
         "ranks under torchrun; a single process uses at most OMP_NUM_THREADS). The `spear` command "
-        "also makes idle OpenMP threads spin briefly, then sleep (GOMP_SPINCOUNT=1000, unless it or "
+        "also makes idle OpenMP threads spin briefly, then sleep (GOMP_SPINCOUNT=3000, unless it or "
         "OMP_WAIT_POLICY is set), so a busy machine slows a run down rather than stalling it "
         "(benchmarks/threads.py)",
         ge=0,

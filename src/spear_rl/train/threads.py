@@ -7,9 +7,11 @@ reaches the end of a parallel region spins 300000 times before sleeping. On a ma
 process competes for the cores, the spinning thread takes the core the thread it waits for needs:
 with one busy process beside it on 2 cores, generation ran 5-19x and the update 7x slower with two
 threads than with one. Sleeping at once (OMP_WAIT_POLICY=PASSIVE) fixes that but pays a wake-up per
-region on an idle machine (a default-recipe step 1.2x slower). Spinning 1000 times, then sleeping
-(GOMP_SPINCOUNT=1000), kept the idle speed of the long spin and the loaded speed of passive
-waiting; 10000 already stalled like the long spin (benchmarks/threads.py).
+region on an idle machine (a default-recipe step 1.2x slower). A short spin, then sleep, sits
+between: on the SmolLM2 default (benchmarks/threads.py, docs/benchmarks.md), 1000 spins left a
+step 1.56x slower beside one busy process but its warm start 1.23x slower on an idle machine than
+the long spin (a thread sleeps in most gaps between ops and must be woken); 3000 spins kept a
+step within 1.73x when loaded and took 5-10% off the idle phases; 10000 was 2.6x slower loaded.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 WAIT_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 
-SHORT_SPIN = 1000  # GOMP_SPINCOUNT: spins before an idle OpenMP thread sleeps
+SHORT_SPIN = 3000  # GOMP_SPINCOUNT: spins before an idle OpenMP thread sleeps
 
 
 def spin_briefly() -> bool:
