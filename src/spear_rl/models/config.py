@@ -26,9 +26,10 @@ class ModelConfig(Settings):
     gguf_file: str | None = setting(None, "a GGUF file inside name_or_path to load")
     cache_dir: str = setting(
         "auto",
-        "folder that caches GGUF models converted to transformers' format (the conversion took "
-        "~24 s for SmolLM2-135M), keyed by the file's contents: auto = $SPEAR_CACHE_DIR/models or "
-        "~/.cache/spear-rl/models; a path; off (or empty) = convert on every load",
+        "folder that caches GGUF models converted to transformers' format (a conversion takes ~6 s "
+        "for SmolLM2-135M, a cached load 0.7 s), keyed by the file's contents: auto = "
+        "$SPEAR_CACHE_DIR/models or ~/.cache/spear-rl/models; a path; off (or empty) = convert on "
+        "every load",
     )
     chat_template: str = setting(
         "",
